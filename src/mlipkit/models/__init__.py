@@ -1,0 +1,9 @@
+"""Potentials: the contract, the models and their composition."""
+
+from mlipkit.models.base import Capabilities, Potential
+from mlipkit.models.bpnn import BehlerParrinello
+from mlipkit.models.composite import ScaleShift, SumPotential
+from mlipkit.models.registry import REGISTRY, build
+
+__all__ = ["Capabilities", "Potential", "BehlerParrinello", "ScaleShift", "SumPotential",
+           "REGISTRY", "build"]

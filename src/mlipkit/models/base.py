@@ -1,0 +1,152 @@
+"""The Potential contract.
+
+A potential defines per-atom energies only; ``forward`` turns them into the
+total energy and, through :mod:`mlipkit.models.derivatives`, forces, stress
+and Hessians. Every potential is a ``torch.nn.Module`` (``.double()`` and
+``.to(device)`` work) and can describe itself as a JSON-able config so that
+model files never need pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from ase.data import chemical_symbols
+from torch import nn
+
+from mlipkit.data.batch import Batch
+from mlipkit.errors import UnknownSpecies
+from mlipkit.neighbors import attach_neighbors, edge_vectors
+
+OUTPUTS = ("energy", "atomic_energies", "forces", "stress", "hessian")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a potential can evaluate.
+
+    ``species`` are atomic numbers; ``None`` means any element (e.g. ZBL).
+    ``cutoff`` in Å is the neighbor-list radius the potential needs.
+    """
+
+    species: tuple[int, ...] | None
+    cutoff: float
+    dtype: torch.dtype
+    outputs: tuple[str, ...] = OUTPUTS
+
+
+def to_numbers(species) -> list[int]:
+    """Symbols or atomic numbers -> sorted unique atomic numbers."""
+    out = []
+    for s in species:
+        if isinstance(s, str):
+            if s not in chemical_symbols[1:]:
+                raise UnknownSpecies(f"'{s}' is not a chemical symbol")
+            out.append(chemical_symbols.index(s))
+        else:
+            z = int(s)
+            if not 0 < z < len(chemical_symbols):
+                raise UnknownSpecies(f"{z} is not an atomic number")
+            out.append(z)
+    if not out:
+        raise ValueError("a potential needs at least one species")
+    return sorted(set(out))
+
+
+class Potential(nn.Module):
+    """Base class: subclasses implement ``atomic_energies``, ``config`` and
+    ``capabilities``, and register their ``type_name`` in ``models.REGISTRY``."""
+
+    type_name: ClassVar[str] = ""
+
+    def atomic_energies(self, batch: Batch) -> torch.Tensor:
+        """Per-atom energies [N] in eV. ``batch`` holds a neighbor list with at
+        least ``capabilities.cutoff``; positions and cell may be strained."""
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """JSON-able description from which ``from_config`` rebuilds the module."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config: dict) -> Potential:
+        cfg = {k: v for k, v in config.items() if k != "type"}
+        return cls(**cfg)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for t in self.parameters():
+            return t.dtype
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def prepare(self, batch: Batch) -> Batch:
+        """Cast to this potential's dtype/device, check species, and attach a
+        neighbor list if the batch has none."""
+        caps = self.capabilities
+        batch = batch.to(self.device, self.dtype)
+        check_species(batch.numbers, caps.species)
+        if "edge_index" not in batch:
+            batch = attach_neighbors(batch, caps.cutoff)
+        return batch
+
+    def forward(self, batch: Batch, forces: bool = True, stress: bool = False,
+                hessian: bool = False, training: bool = False) -> dict[str, torch.Tensor]:
+        """Evaluate; returns ``energy`` [B], ``atomic_energies`` [N] and, as
+        asked, ``forces`` [N,3], ``stress`` [B,3,3], ``hessian`` [3N,3N].
+
+        ``training=True`` keeps the graph (``create_graph``) so that losses on
+        forces, stress or Hessians can be back-propagated.
+        """
+        from mlipkit.models.derivatives import evaluate
+
+        return evaluate(self, self.prepare(batch), forces=forces, stress=stress,
+                        hessian=hessian, create_graph=training)
+
+
+def check_species(numbers: torch.Tensor, species: tuple[int, ...] | None) -> None:
+    if species is None:
+        return
+    present = torch.unique(numbers).tolist()
+    unknown = sorted(set(present) - set(species))
+    if unknown:
+        names = [chemical_symbols[z] for z in unknown]
+        known = [chemical_symbols[z] for z in species]
+        raise UnknownSpecies(
+            f"this model knows the elements {known} but the structure contains {names}; "
+            "train or choose a model that covers them"
+        )
+
+
+def local_edges(batch: Batch, cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edges within ``cutoff``: (edge_index [2,E'], vectors [E',3], distances [E'])."""
+    vec = edge_vectors(batch)
+    r = torch.linalg.vector_norm(vec, dim=-1)
+    edge_index = batch.edge_index
+    keep = r < cutoff
+    if not bool(keep.all()):
+        edge_index, vec, r = edge_index[:, keep], vec[keep], r[keep]
+    return edge_index, vec, r
+
+
+def species_lookup(numbers: list[int]) -> torch.Tensor:
+    """Table mapping atomic number -> index in ``numbers`` (-1 if absent)."""
+    table = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
+    table[torch.tensor(numbers)] = torch.arange(len(numbers))
+    return table

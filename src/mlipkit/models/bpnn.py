@@ -1,0 +1,97 @@
+"""Behler–Parrinello network: one MLP per element on ACSF descriptors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from ase.data import chemical_symbols
+from torch import nn
+
+from mlipkit.data.batch import Batch
+from mlipkit.descriptors.acsf import ACSF, default_parameters
+from mlipkit.descriptors.standardize import PerSpeciesStandardizer
+from mlipkit.models.base import Capabilities, Potential, local_edges, species_lookup, to_numbers
+
+
+class BehlerParrinello(Potential):
+    """E_i = NN_{Z_i}(Ĝ_i) − NN_{Z_i}(Ĝ_isolated).
+
+    Ĝ is the per-species standardised ACSF vector. Subtracting the network's
+    value for an isolated atom makes an isolated atom's energy exactly zero,
+    so reference energies (added by :class:`ScaleShift`) are the dissociation
+    limit.
+
+    Args:
+        species: element symbols or atomic numbers.
+        cutoff: descriptor cutoff in Å.
+        hidden: hidden layer widths of each element's network.
+        descriptor: ACSF parameters; generated from the cutoff if omitted
+            (see :func:`mlipkit.descriptors.acsf.default_parameters`).
+    """
+
+    type_name = "bpnn"
+
+    def __init__(self, species: Sequence[str | int], cutoff: float = 5.0,
+                 hidden: Sequence[int] = (64, 64), descriptor: dict | None = None) -> None:
+        super().__init__()
+        if cutoff <= 0:
+            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        self.species = to_numbers(species)
+        self.cutoff = float(cutoff)
+        self.hidden = [int(h) for h in hidden]
+        self.descriptor_params = dict(descriptor or default_parameters(self.cutoff))
+        self.register_buffer("lookup", species_lookup(self.species), persistent=False)
+        self.acsf = ACSF(len(self.species), self.cutoff, **self.descriptor_params)
+        n_in = self.acsf.n_features
+        self.standardizer = PerSpeciesStandardizer(len(self.species), n_in)
+        self.networks = nn.ModuleList(_mlp(n_in, self.hidden) for _ in self.species)
+        self.to(torch.get_default_dtype())
+
+    def config(self) -> dict:
+        return {"type": self.type_name, "species": [chemical_symbols[z] for z in self.species],
+                "cutoff": self.cutoff, "hidden": self.hidden,
+                "descriptor": self.descriptor_params}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(species=tuple(self.species), cutoff=self.cutoff, dtype=self.dtype)
+
+    def descriptors(self, batch: Batch) -> torch.Tensor:
+        """Raw ACSF vectors [N, F] for a batch with a neighbor list."""
+        edge_index, vec, r = local_edges(batch, self.cutoff)
+        species = self.lookup[batch.numbers]
+        i, j = edge_index
+        return self.acsf(i, species[j], r, vec / r.unsqueeze(-1), batch.n_total_atoms)
+
+    def atomic_energies(self, batch: Batch) -> torch.Tensor:
+        species = self.lookup[batch.numbers]
+        x = self.standardizer(self.descriptors(batch), species)
+        x0 = self.standardizer.reference(torch.arange(len(self.species), device=x.device))
+        out = x.new_zeros(batch.n_total_atoms)
+        for s, net in enumerate(self.networks):
+            idx = torch.nonzero(species == s).squeeze(-1)
+            if idx.numel() == 0:
+                continue
+            e = net(x.index_select(0, idx)).squeeze(-1) - net(x0[s : s + 1]).squeeze(-1)
+            out = out.index_put((idx,), e)
+        return out
+
+    @torch.no_grad()
+    def fit_standardization(self, batches: Iterable[Batch]) -> None:
+        """Set descriptor means and standard deviations per species from data."""
+        feats, species = [], []
+        for b in batches:
+            b = self.prepare(b)
+            feats.append(self.descriptors(b))
+            species.append(self.lookup[b.numbers])
+        self.standardizer.fit(torch.cat(feats), torch.cat(species))
+
+
+def _mlp(n_in: int, hidden: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(n_in, h), nn.SiLU()]
+        n_in = h
+    layers.append(nn.Linear(n_in, 1))
+    return nn.Sequential(*layers)

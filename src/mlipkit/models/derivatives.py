@@ -1,0 +1,74 @@
+"""Forces, stress and Hessians from per-atom energies: written once, here.
+
+- forces  F = -∂E/∂R
+- stress  σ = (1/V) ∂E/∂ε with a symmetric strain ε applied to positions and
+  cell (R -> R(1+ε), cell -> cell(1+ε)); positive under tension (ASE sign)
+- Hessian H = ∂²E/∂R², block diagonal over the structures of a batch
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mlipkit.data.batch import Batch
+from mlipkit.errors import StressUndefined
+
+
+def evaluate(potential, batch: Batch, forces: bool = True, stress: bool = False,
+             hessian: bool = False, create_graph: bool = False) -> dict[str, torch.Tensor]:
+    """Energy and its derivatives for a prepared batch (neighbor list attached)."""
+    n_struct = batch.n_structures
+    positions = batch.positions
+    cell = batch.cell
+    want_pos = forces or hessian
+    grad_enabled = torch.is_grad_enabled() or want_pos or stress
+    with torch.set_grad_enabled(grad_enabled):
+        if want_pos:
+            positions = positions.detach().requires_grad_(True)
+        strain = None
+        if stress:
+            if not bool(batch.pbc.all()):
+                raise StressUndefined(
+                    "stress needs a cell periodic in all three directions; "
+                    "this structure is (partly) non-periodic"
+                )
+            strain = torch.zeros(n_struct, 3, 3, dtype=cell.dtype, device=cell.device,
+                                 requires_grad=True)
+            sym = 0.5 * (strain + strain.transpose(1, 2))
+            positions = positions + torch.einsum("na,nab->nb", positions, sym[batch.system])
+            cell = cell + torch.bmm(cell, sym)
+        strained = batch.replace(positions=positions, cell=cell)
+        atomic = potential.atomic_energies(strained)
+        energy = atomic.new_zeros(n_struct).index_add(0, batch.system, atomic)
+        out = {"energy": energy, "atomic_energies": atomic}
+        inputs = ([positions] if want_pos else []) + ([strain] if stress else [])
+        if not inputs:
+            return out
+        grads = torch.autograd.grad(
+            energy.sum(), inputs, create_graph=create_graph or hessian, allow_unused=True
+        )
+        grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+        if want_pos:
+            f = -grads[0]
+            if forces:
+                out["forces"] = f
+            if hessian:
+                out["hessian"] = _hessian(f, positions, create_graph)
+        if stress:
+            volume = torch.linalg.det(batch.cell).abs().view(-1, 1, 1)
+            out["stress"] = grads[-1] / volume
+    if not create_graph:  # the graph is spent; do not hold on to it
+        out = {k: v.detach() for k, v in out.items()}
+    return out
+
+
+def _hessian(forces: torch.Tensor, positions: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """H = -∂F/∂R, one backward pass per row (for small systems)."""
+    flat = forces.reshape(-1)
+    n = flat.numel()
+    rows = []
+    for k in range(n):
+        (g,) = torch.autograd.grad(flat[k], positions, retain_graph=True,
+                                   create_graph=create_graph, allow_unused=True)
+        rows.append(torch.zeros_like(positions).reshape(-1) if g is None else -g.reshape(-1))
+    return torch.stack(rows) if rows else flat.new_zeros(0, 0)

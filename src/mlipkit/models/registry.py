@@ -1,0 +1,21 @@
+"""The explicit registry of potential types, used to rebuild models from configs."""
+
+from __future__ import annotations
+
+from mlipkit.errors import InvalidModelFile
+from mlipkit.models.base import Potential
+from mlipkit.models.bpnn import BehlerParrinello
+from mlipkit.models.composite import ScaleShift, SumPotential
+from mlipkit.physics.zbl import ZBL
+
+REGISTRY: dict[str, type[Potential]] = {
+    cls.type_name: cls for cls in (BehlerParrinello, SumPotential, ScaleShift, ZBL)
+}
+
+
+def build(config: dict) -> Potential:
+    """Rebuild a (randomly initialised) potential from its config."""
+    kind = config.get("type")
+    if kind not in REGISTRY:
+        raise InvalidModelFile(f"unknown potential type {kind!r}; known types: {sorted(REGISTRY)}")
+    return REGISTRY[kind].from_config(config)

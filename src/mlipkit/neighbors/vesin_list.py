@@ -1,0 +1,52 @@
+"""The production neighbor list, backed by vesin."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import vesin
+
+from mlipkit.data.batch import Batch
+
+
+def neighbor_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full neighbor list of one structure.
+
+    Returns ``edge_index`` [2, E] (int64) and ``shifts`` [E, 3] (int64) such
+    that r_ij = x_j - x_i + shifts @ cell has |r_ij| < cutoff. Works for
+    molecules (any cell, pbc off), mixed pbc, triclinic cells and cells
+    smaller than the cutoff (several images of the same atom).
+    """
+    if cutoff <= 0:
+        raise ValueError(f"cutoff must be positive, got {cutoff}")
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool)
+    box = np.ascontiguousarray(cell, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
+    i, j, s = vesin.NeighborList(cutoff=float(cutoff), full_list=True).compute(
+        positions, box, pbc.tolist(), "ijS"
+    )
+    edge_index = np.stack([i, j]).astype(np.int64)
+    shifts = np.asarray(s, dtype=np.int64).reshape(-1, 3)
+    # a canonical order (by center, then neighbor) makes results reproducible
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], edge_index[1], edge_index[0]))
+    return edge_index[:, order], shifts[order]
+
+
+def attach_neighbors(batch: Batch, cutoff: float) -> Batch:
+    """A new Batch with ``edge_index`` and ``shifts`` for the given cutoff."""
+    pos = batch.positions.detach().cpu().double().numpy()
+    cell = batch.cell.detach().cpu().double().numpy()
+    pbc = batch.pbc.cpu().numpy()
+    n_atoms = batch.n_atoms.tolist()
+    edges, shifts = [], []
+    start = 0
+    for s, n in enumerate(n_atoms):
+        ei, sh = neighbor_list(pos[start : start + n], cell[s], pbc[s], cutoff)
+        edges.append(ei + start)
+        shifts.append(sh)
+        start += n
+    edge_index = torch.from_numpy(np.concatenate(edges, axis=1)).to(batch.device)
+    shift_t = torch.from_numpy(np.concatenate(shifts, axis=0)).to(batch.device, batch.dtype)
+    return batch.replace(edge_index=edge_index, shifts=shift_t)
