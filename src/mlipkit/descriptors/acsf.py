@@ -70,17 +70,12 @@ class ACSF(nn.Module):
         self.angular_eta = 0.5 / angular_width**2
         self.pairs = list(combinations_with_replacement(range(n_species), 2))
         lmax = max(self.zetas)
-        # monomials û_x^a û_y^b û_z^c with a+b+c = n ≤ lmax, and their weights n!/(a!b!c!)
-        expo, degree, weight = [], [], []
-        for n in range(lmax + 1):
-            for a in range(n, -1, -1):
-                for b in range(n - a, -1, -1):
-                    c = n - a - b
-                    expo.append((a, b, c))
-                    degree.append(n)
-                    weight.append(math.factorial(n) / (math.factorial(a) * math.factorial(b)
-                                                       * math.factorial(c)))
-        self.register_buffer("exponents", torch.tensor(expo, dtype=torch.long), persistent=False)
+        # monomials û_x^a û_y^b û_z^c of degree n ≤ lmax in the order _monomials builds
+        # them, with their multinomial weights n!/(a!b!c!)
+        expo = _monomial_exponents(lmax)
+        degree = [sum(e) for e in expo]
+        weight = [math.factorial(sum(e)) / math.prod(math.factorial(k) for k in e) for e in expo]
+        self.lmax = lmax
         # maps Σ_α w_α M M (per monomial) to the angular functions (per ζ, λ)
         shapes = [(z, lam) for z in self.zetas for lam in (1.0, -1.0)]
         to_degree = torch.zeros(len(expo), lmax + 1, dtype=torch.float64)
@@ -111,29 +106,81 @@ class ACSF(nn.Module):
 
     def forward(self, center: torch.Tensor, neighbor_species: torch.Tensor, r: torch.Tensor,
                 unit: torch.Tensor, n_atoms: int) -> torch.Tensor:
-        """center [E], neighbor_species [E] (0..n_species-1), r [E] Å, unit [E,3] -> [N, F]."""
+        """center [E], neighbor_species [E] (0..n_species-1), r [E] Å, unit [E,3] -> [N, F].
+
+        Edges are first laid out densely as [N, K] (K = most neighbors of any
+        atom, padded with r = cutoff, which the cutoff function zeroes), so
+        every per-neighbor sum is a batched matrix product.
+        """
         ns = self.n_species
-        fc = polynomial_cutoff(r, self.cutoff).unsqueeze(-1)
-        slot = center * ns + neighbor_species  # (atom, neighbor element)
+        r_pad, unit_pad, onehot = _pad_neighbors(center, neighbor_species, r, unit, n_atoms, ns,
+                                                 self.cutoff)
+        fc = polynomial_cutoff(r_pad, self.cutoff).unsqueeze(-1)  # [N, K, 1]
+        weights = onehot.transpose(1, 2)  # [N, ns, K]
 
-        g2 = torch.exp(-self.radial_eta * (r.unsqueeze(-1) - self.radial_centres) ** 2) * fc
-        radial = g2.new_zeros(n_atoms * ns, g2.shape[1]).index_add_(0, slot, g2)
-        radial = radial.view(n_atoms, -1)
+        g2 = torch.exp(-self.radial_eta * (r_pad.unsqueeze(-1) - self.radial_centres) ** 2) * fc
+        radial = torch.bmm(weights, g2).reshape(n_atoms, -1)  # [N, ns * n_radial]
 
-        ga = torch.exp(-self.angular_eta * (r.unsqueeze(-1) - self.angular_centres) ** 2) * fc
-        powers = unit.unsqueeze(-1) ** torch.arange(
-            int(self.exponents.max()) + 1, device=unit.device, dtype=unit.dtype)  # [E,3,L+1]
-        e = self.exponents
-        mono = powers[:, 0, e[:, 0]] * powers[:, 1, e[:, 1]] * powers[:, 2, e[:, 2]]  # [E, M]
-        n_s, n_m = ga.shape[1], mono.shape[1]
-        moments = (ga.unsqueeze(-1) * mono.unsqueeze(1)).reshape(-1, n_s * n_m)
-        moments = moments.new_zeros(n_atoms * ns, n_s * n_m).index_add_(0, slot, moments)
-        moments = moments.view(n_atoms, ns, n_s, n_m)
-        products = moments[:, self.pair_a] * moments[:, self.pair_b]  # [N, P, S, M]
-        angular = products @ self.projection.to(products.dtype)  # [N, P, S, shapes]
+        ga = torch.exp(-self.angular_eta * (r_pad.unsqueeze(-1) - self.angular_centres) ** 2) * fc
+        n_s = ga.shape[-1]
+        # per (element, radial) weights for every neighbor: [N, ns * n_s, K]
+        wg = (weights.unsqueeze(2) * ga.transpose(1, 2).unsqueeze(1)).reshape(n_atoms, ns * n_s, -1)
+        moments = torch.bmm(wg, _monomials(unit_pad, self.lmax))  # [N, ns*n_s, M]
+        moments = moments.view(n_atoms, ns, n_s, -1)
+        # index_select: its backward (index_add) is much cheaper than advanced indexing's
+        products = moments.index_select(1, self.pair_a) * moments.index_select(1, self.pair_b)
+        angular = products @ self.projection.to(products.dtype)  # [N, P, n_s, shapes]
         # remove j = k (cos θ = 1), present only for pairs of the same element
-        g_sq = (ga * ga).new_zeros(n_atoms * ns, n_s).index_add_(0, slot, ga * ga)
-        g_sq = g_sq.view(n_atoms, ns, n_s)[:, self.pair_a]  # [N, P, S]
+        g_sq = torch.bmm(weights, ga * ga).index_select(1, self.pair_a)  # [N, P, n_s]
         same = self.pair_same.to(ga.dtype).view(1, -1, 1, 1)
         angular = angular - same * g_sq.unsqueeze(-1) * self.self_term.to(ga.dtype)
         return torch.cat([radial, angular.reshape(n_atoms, -1)], dim=1)
+
+
+def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:
+    """Exponents (a, b, c) in the order :func:`_monomials` produces them."""
+    out = [(0, 0, 0)]
+    prev = [(0, 0, 0)]
+    for n in range(1, lmax + 1):
+        cur = [(a + 1, b, c) for a, b, c in prev]
+        cur += [(a, b + 1, c) for a, b, c in prev[-n:]]
+        cur += [(0, 0, n)]
+        out += cur
+        prev = cur
+    return out
+
+
+def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
+    """All monomials of the components of u [..., 3] up to degree lmax: [..., M].
+
+    Degree n is x·(degree n-1), then y·(the n monomials without x), then zⁿ,
+    built by products of slices so the backward pass stays cheap.
+    """
+    x, y, z = u[..., 0:1], u[..., 1:2], u[..., 2:3]
+    prev = torch.ones_like(x)
+    parts = [prev]
+    for n in range(1, lmax + 1):
+        prev = torch.cat([x * prev, y * prev[..., -n:], z * prev[..., -1:]], dim=-1)
+        parts.append(prev)
+    return torch.cat(parts, dim=-1)
+
+
+def _pad_neighbors(center, neighbor_species, r, unit, n_atoms: int, n_species: int,
+                   cutoff: float):
+    """Scatter edge data into [N, K] slots; padded slots sit at the cutoff."""
+    n_edges = center.shape[0]
+    counts = torch.bincount(center, minlength=n_atoms)
+    k_max = max(int(counts.max()) if n_edges else 0, 1)
+    order = torch.argsort(center, stable=True)
+    start = torch.cumsum(counts, 0) - counts
+    sorted_center = center[order]
+    slot_sorted = torch.arange(n_edges, device=center.device) - start[sorted_center]
+    slot = torch.empty_like(slot_sorted)
+    slot[order] = slot_sorted
+    flat = center * k_max + slot
+    r_pad = r.new_full((n_atoms * k_max,), cutoff).index_copy(0, flat, r)
+    unit_pad = unit.new_zeros(n_atoms * k_max, 3).index_copy(0, flat, unit)
+    onehot = r.new_zeros(n_atoms * k_max, n_species)
+    onehot[flat, neighbor_species] = 1.0
+    return (r_pad.view(n_atoms, k_max), unit_pad.view(n_atoms, k_max, 3),
+            onehot.view(n_atoms, k_max, n_species))

@@ -10,7 +10,6 @@ class PerSpeciesStandardizer(nn.Module):
     """x -> (x - mean[s]) / std[s] for an atom of species index s.
 
     Starts as the identity; :meth:`fit` sets the statistics from data.
-    Features that do not vary for a species keep std 1.
     """
 
     def __init__(self, n_species: int, n_features: int) -> None:
@@ -32,6 +31,11 @@ class PerSpeciesStandardizer(nn.Module):
             if rows.shape[0] == 0:
                 continue
             self.mean[s] = rows.mean(0)
-            std = rows.std(0, unbiased=False) if rows.shape[0] > 1 else torch.ones_like(rows[0])
-            self.std[s] = torch.where(std > 1e-6 * (1 + rows.abs().mean(0)), std,
+            std = rows.std(0, unbiased=False) if rows.shape[0] > 1 else torch.zeros_like(rows[0])
+            # a feature that barely varies in the data must not amplify round-off or
+            # small novelties without bound: floor its std at 1% of its typical magnitude
+            # plus 0.01 (features are sums of O(1) terms); a feature always 0 gets std 1
+            magnitude = rows.abs().mean(0)
+            floor = 0.01 * magnitude + 0.01
+            self.std[s] = torch.where(magnitude > 0, torch.maximum(std, floor),
                                       torch.ones_like(std))

@@ -55,6 +55,9 @@ class ScaleShift(Potential):
 
     ``shift`` maps elements to reference energies in eV (for example from
     :func:`mlipkit.data.fit_reference_energies`); ``scale`` is dimensionless.
+    Both are kept as float64 numbers in the config, and the shifted energies
+    are float64 even for a float32 inner model: reference energies of
+    -1000 eV per atom would otherwise lose meV-level precision.
     """
 
     type_name = "scale_shift"
@@ -64,41 +67,37 @@ class ScaleShift(Potential):
         super().__init__()
         self.inner = inner
         species = inner.capabilities.species
-        shift = dict(shift or {})
-        numbers = to_numbers(list(shift)) if shift else []
+        by_number = {to_numbers([k])[0]: float(v) for k, v in (shift or {}).items()}
         if species is None:
-            if not numbers:
+            if not by_number:
                 raise ValueError("the inner potential takes any element; give shift per element")
-            species = tuple(numbers)
-        missing = set(numbers) - set(species)
+            species = tuple(sorted(by_number))
+        missing = set(by_number) - set(species)
         if missing:
-            raise ValueError(f"shift given for elements the inner model lacks: {sorted(missing)}")
+            names = [chemical_symbols[z] for z in sorted(missing)]
+            raise ValueError(f"shift given for elements the inner model lacks: {names}")
         self.species = list(species)
-        values = torch.zeros(len(self.species), dtype=torch.get_default_dtype())
-        by_number = {to_numbers([k])[0]: float(v) for k, v in shift.items()}
-        for k, z in enumerate(self.species):
-            values[k] = by_number.get(z, 0.0)
+        self.scale = float(scale)
+        self.shift_values = [by_number.get(z, 0.0) for z in self.species]
         self.register_buffer("lookup", species_lookup(self.species), persistent=False)
-        self.register_buffer("scale", torch.tensor(float(scale), dtype=values.dtype))
-        self.register_buffer("shift", values)
 
     def atomic_energies(self, batch: Batch) -> torch.Tensor:
-        shift = self.shift[self.lookup[batch.numbers]]
-        return self.scale * self.inner.atomic_energies(batch) + shift
+        shift = torch.tensor(self.shift_values, dtype=torch.float64, device=batch.device)
+        inner = self.inner.atomic_energies(batch)
+        return self.scale * inner.to(torch.float64) + shift[self.lookup[batch.numbers]]
 
     def shifts(self) -> dict[str, float]:
-        return {chemical_symbols[z]: float(v) for z, v in zip(self.species, self.shift)}
+        return {chemical_symbols[z]: v for z, v in zip(self.species, self.shift_values)}
 
     def config(self) -> dict:
-        # the values live in the tensors; the config only fixes shapes and order
-        return {"type": self.type_name, "inner": self.inner.config(),
-                "species": [chemical_symbols[z] for z in self.species]}
+        return {"type": self.type_name, "inner": self.inner.config(), "scale": self.scale,
+                "shift": self.shifts()}
 
     @classmethod
     def from_config(cls, config: dict) -> ScaleShift:
         from mlipkit.models.registry import build
 
-        return cls(build(config["inner"]), shift=dict.fromkeys(config["species"], 0.0))
+        return cls(build(config["inner"]), scale=config["scale"], shift=config["shift"])
 
     @property
     def capabilities(self) -> Capabilities:

@@ -21,7 +21,8 @@ def evaluate(potential, batch: Batch, forces: bool = True, stress: bool = False,
     positions = batch.positions
     cell = batch.cell
     want_pos = forces or hessian
-    grad_enabled = torch.is_grad_enabled() or want_pos or stress
+    # energy alone outside training needs no graph
+    grad_enabled = want_pos or stress or create_graph
     with torch.set_grad_enabled(grad_enabled):
         if want_pos:
             positions = positions.detach().requires_grad_(True)

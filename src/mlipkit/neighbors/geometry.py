@@ -15,5 +15,7 @@ def edge_vectors(batch: Batch) -> torch.Tensor:
     vec = batch.positions[j] - batch.positions[i]
     if batch.n_edges == 0:
         return vec
+    if batch.n_structures == 1:
+        return vec + batch.shifts @ batch.cell[0]
     cell_of_edge = batch.cell[batch.system[i]]  # [E, 3, 3]
     return vec + torch.einsum("ea,eab->eb", batch.shifts, cell_of_edge)

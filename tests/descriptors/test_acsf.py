@@ -1,0 +1,100 @@
+"""ACSF descriptors against a brute-force triplet sum, and their smoothness."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mlipkit.descriptors.acsf import ACSF, _monomial_exponents, _monomials, default_parameters
+
+
+def brute_force(pos, species, n_species, cutoff, params):
+    """Direct G2 and G5 sums over neighbors and (j, k) pairs, in numpy."""
+
+    def fc(r):
+        x = min(r / cutoff, 1.0)
+        return 1 - 10 * x**3 + 15 * x**4 - 6 * x**5
+
+    rc, wr = np.array(params["radial_centres"]), params["radial_width"]
+    ac, wa = np.array(params["angular_centres"]), params["angular_width"]
+    eta_r, eta_a = 0.5 / wr**2, 0.5 / wa**2
+    pairs = list(itertools.combinations_with_replacement(range(n_species), 2))
+    shapes = [(z, lam) for z in params["zetas"] for lam in (1.0, -1.0)]
+    out = []
+    for i in range(len(pos)):
+        nbrs = [j for j in range(len(pos))
+                if j != i and np.linalg.norm(pos[j] - pos[i]) < cutoff]
+        g2 = np.zeros((n_species, len(rc)))
+        for j in nbrs:
+            r = np.linalg.norm(pos[j] - pos[i])
+            g2[species[j]] += np.exp(-eta_r * (r - rc) ** 2) * fc(r)
+        g5 = np.zeros((len(pairs), len(ac), len(shapes)))
+        for p, (e1, e2) in enumerate(pairs):
+            for j in nbrs:
+                for k in nbrs:
+                    if j == k or species[j] != e1 or species[k] != e2:
+                        continue
+                    rij, rik = pos[j] - pos[i], pos[k] - pos[i]
+                    a, b = np.linalg.norm(rij), np.linalg.norm(rik)
+                    cos = rij @ rik / (a * b)
+                    radial = (np.exp(-eta_a * (a - ac) ** 2) * fc(a)
+                              * np.exp(-eta_a * (b - ac) ** 2) * fc(b))
+                    for s, (z, lam) in enumerate(shapes):
+                        g5[p, :, s] += 2.0 ** (1 - z) * (1 + lam * cos) ** z * radial
+        out.append(np.concatenate([g2.ravel(), g5.ravel()]))
+    return np.array(out)
+
+
+def edges(pos, cutoff):
+    i, j = np.nonzero((np.linalg.norm(pos[:, None] - pos[None], axis=-1) < cutoff)
+                      & ~np.eye(len(pos), dtype=bool))
+    return torch.tensor(i), torch.tensor(j)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_moment_expansion_equals_triplet_sum(seed):
+    rng = np.random.default_rng(seed)
+    cutoff = 4.0
+    pos = rng.random((8, 3)) * 4.5
+    species = rng.integers(0, 3, size=8)
+    params = default_parameters(cutoff, n_radial=5, n_angular_radial=3, zetas=(1, 2, 4))
+    acsf = ACSF(3, cutoff, **params).double()
+    i, j = edges(pos, cutoff)
+    vec = torch.tensor(pos[j.numpy()] - pos[i.numpy()])
+    r = vec.norm(dim=1)
+    got = acsf(i, torch.tensor(species)[j], r, vec / r[:, None], len(pos)).numpy()
+    want = brute_force(pos, species, 3, cutoff, params)
+    assert got.shape == want.shape == (8, acsf.n_features)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert np.abs(want).max() > 0.1  # the comparison is not between zeros
+
+
+def test_monomials_match_their_exponents():
+    u = torch.randn(5, 3, dtype=torch.float64)
+    mono = _monomials(u, 4)
+    expo = _monomial_exponents(4)
+    assert mono.shape == (5, len(expo)) == (5, 35)
+    assert len(set(expo)) == 35
+    for m, (a, b, c) in enumerate(expo):
+        torch.testing.assert_close(mono[:, m], u[:, 0] ** a * u[:, 1] ** b * u[:, 2] ** c)
+
+
+def test_isolated_atom_and_atom_beyond_cutoff_give_zero_descriptor():
+    params = default_parameters(3.0)
+    acsf = ACSF(1, 3.0, **params).double()
+    vec = torch.tensor([[3.0 + 1e-9, 0.0, 0.0], [-3.0 - 1e-9, 0.0, 0.0]], dtype=torch.float64)
+    r = vec.norm(dim=1)
+    out = acsf(torch.tensor([0, 1]), torch.tensor([0, 0]), r, vec / r[:, None], 2)
+    assert torch.count_nonzero(out) == 0
+    empty = acsf(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                 torch.zeros(0, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64), 3)
+    assert empty.shape == (3, acsf.n_features) and torch.count_nonzero(empty) == 0
+
+
+def test_invalid_zeta_rejected():
+    params = default_parameters(3.0, zetas=(0, 1))
+    with pytest.raises(ValueError, match="zetas"):
+        ACSF(1, 3.0, **params)
