@@ -28,6 +28,8 @@ FORMAT = "mlipkit-model"
 FORMAT_VERSION = 1
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å³"}
 
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
 # leading bytes of formats that must never be deserialised
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
 
@@ -83,12 +85,18 @@ def read_metadata(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head.startswith(_PICKLE_MAGIC):
+        head = fh.read(9)
+    size = path.stat().st_size
+    # safetensors: u64 little-endian header length, then a JSON header starting with '{'
+    plausible = len(head) == 9 and int.from_bytes(head[:8], "little") <= size - 8 \
+        and head[8:9] == b"{"
+    if not plausible and head.startswith(_PICKLE_MAGIC):
         raise InvalidModelFile(
             f"{path} is a pickle or torch.save archive. mlipkit never unpickles files because "
             "that can run arbitrary code; export the model with mlipkit.save (safetensors)."
         )
+    if not plausible:
+        raise InvalidModelFile(f"{path} is not a safetensors file (its header is not valid)")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -100,6 +108,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
         meta = json.loads(header["mlipkit"])
     except json.JSONDecodeError as exc:
         raise InvalidModelFile(f"{path} has corrupted mlipkit metadata ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise InvalidModelFile(f"{path}: the mlipkit metadata has no model config")
     if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
         raise InvalidModelFile(
             f"{path} has format {meta.get('format')!r} version {meta.get('format_version')}; "
@@ -121,13 +131,18 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Potenti
             f"{path}: the tensors do not match the stored sha256; the file is corrupted or was "
             "modified after it was written"
         )
-    model = build(meta["config"])
-    dtype = getattr(torch, meta.get("dtype", "float32"))
-    model = model.to(dtype)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
+    dtype = _DTYPES.get(meta.get("dtype", "float32"))
+    if dtype is None:
+        raise InvalidModelFile(f"{path}: unsupported dtype {meta.get('dtype')!r}; "
+                               f"expected one of {sorted(_DTYPES)}")
+    try:
+        model = build(meta["config"]).to(dtype)
+        model.load_state_dict(tensors, strict=True)
+    except InvalidModelFile:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise InvalidModelFile(
-            f"{path}: tensors do not fit the stored config (missing {missing}, "
-            f"unexpected {unexpected})"
-        )
+            f"{path}: the stored config does not describe these tensors or cannot be built "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     return model.to(device)

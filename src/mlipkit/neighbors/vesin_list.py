@@ -36,18 +36,47 @@ def neighbor_list(
 
 
 def attach_neighbors(batch: Batch, cutoff: float) -> Batch:
-    """A new Batch with ``edge_index`` and ``shifts`` for the given cutoff."""
+    """A new Batch with ``edge_index`` and ``shifts`` for the given cutoff.
+
+    Periodic structures get one vesin call each. All non-periodic structures
+    of the batch share one call: each is translated along x past the previous
+    one by more than the cutoff, so no pair spans two structures (only the
+    choice of pairs uses these translated copies; the model never sees them).
+    """
     pos = batch.positions.detach().cpu().double().numpy()
     cell = batch.cell.detach().cpu().double().numpy()
     pbc = batch.pbc.cpu().numpy()
-    n_atoms = batch.n_atoms.tolist()
+    n_atoms = batch.n_atoms.cpu().numpy()
+    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
     edges, shifts = [], []
-    start = 0
-    for s, n in enumerate(n_atoms):
+    open_structures = [s for s in range(len(n_atoms)) if not pbc[s].any()]
+    if open_structures:
+        edges_open = _open_structures(pos, starts, n_atoms, open_structures, cutoff)
+        edges.append(edges_open)
+        shifts.append(np.zeros((edges_open.shape[1], 3), dtype=np.int64))
+    for s in range(len(n_atoms)):
+        if not pbc[s].any():
+            continue
+        start, n = starts[s], n_atoms[s]
         ei, sh = neighbor_list(pos[start : start + n], cell[s], pbc[s], cutoff)
         edges.append(ei + start)
         shifts.append(sh)
-        start += n
     edge_index = torch.from_numpy(np.concatenate(edges, axis=1)).to(batch.device)
     shift_t = torch.from_numpy(np.concatenate(shifts, axis=0)).to(batch.device, batch.dtype)
     return batch.replace(edge_index=edge_index, shifts=shift_t)
+
+
+def _open_structures(pos, starts, n_atoms, which, cutoff) -> np.ndarray:
+    """Edges of several non-periodic structures from one neighbor-list call."""
+    index = np.concatenate([np.arange(starts[s], starts[s] + n_atoms[s]) for s in which])
+    placed = pos[index].copy()
+    offset = 0.0
+    k = 0
+    for s in which:
+        block = placed[k : k + n_atoms[s]]
+        low, high = block[:, 0].min(), block[:, 0].max()
+        block[:, 0] += offset - low
+        offset += high - low + 2.0 * cutoff + 1.0
+        k += n_atoms[s]
+    local, _ = neighbor_list(placed, np.zeros((3, 3)), np.zeros(3, dtype=bool), cutoff)
+    return index[local]

@@ -34,7 +34,8 @@ class ZBL(Potential):
         if not 0 < inner < outer:
             raise ValueError(f"need 0 < inner < outer, got inner={inner}, outer={outer}")
         self.inner, self.outer = float(inner), float(outer)
-        self.register_buffer("radii", torch.tensor(covalent_radii, dtype=torch.get_default_dtype()))
+        self.register_buffer("radii", torch.tensor(covalent_radii, dtype=torch.get_default_dtype()),
+                             persistent=False)
         self.cutoff = 2 * float(covalent_radii.max()) * self.outer
 
     def config(self) -> dict:
