@@ -80,8 +80,8 @@ def relax(pot, out: Path) -> dict:
     converged = opt.run(fmax=1e-3, steps=300)
     trace = np.array(trace)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].plot(trace[:, 0] - trace[-1, 0], marker=".")
-    ax[0].set(xlabel="BFGS step", ylabel="E - E_final (eV)", yscale="symlog",
+    ax[0].plot((trace[:, 0] - trace[-1, 0]) * 1000, marker=".")
+    ax[0].set(xlabel="BFGS step", ylabel="E - E_final (meV)",
               title="cell + positions relaxation")
     ax[1].semilogy(trace[:, 1], label="max |force| (eV/Å)")
     ax[1].semilogy(trace[:, 2], label="max |stress| (eV/Å³)")
