@@ -104,28 +104,34 @@ class ACSF(nn.Module):
     def n_features(self) -> int:
         return self.n_radial_features + len(self.pairs) * len(self.angular_centres) * self.n_shapes
 
-    def forward(self, center: torch.Tensor, neighbor_species: torch.Tensor, r: torch.Tensor,
-                unit: torch.Tensor, n_atoms: int) -> torch.Tensor:
-        """center [E], neighbor_species [E] (0..n_species-1), r [E] Å, unit [E,3] -> [N, F].
+    def forward(self, center: torch.Tensor, neighbor_species: torch.Tensor, vec: torch.Tensor,
+                n_atoms: int) -> torch.Tensor:
+        """center [E], neighbor_species [E] (0..n_species-1), vec [E,3] Å -> [N, F].
 
         Edges are first laid out densely as [N, K] (K = most neighbors of any
-        atom, padded with r = cutoff, which the cutoff function zeroes), so
-        every per-neighbor sum is a batched matrix product.
+        atom; padding sits at the cutoff, where the cutoff function is zero),
+        so every per-neighbor sum is a batched matrix product.
         """
         ns = self.n_species
-        r_pad, unit_pad, onehot = _pad_neighbors(center, neighbor_species, r, unit, n_atoms, ns,
-                                                 self.cutoff)
-        fc = polynomial_cutoff(r_pad, self.cutoff).unsqueeze(-1)  # [N, K, 1]
+        vec_pad, onehot = _pad_neighbors(center, neighbor_species, vec, n_atoms, ns, self.cutoff)
+        r = torch.linalg.vector_norm(vec_pad, dim=-1)  # [N, K]
+        unit = vec_pad * (1.0 / r).unsqueeze(-1)
+        fc = polynomial_cutoff(r, self.cutoff).unsqueeze(-1)  # [N, K, 1]
         weights = onehot.transpose(1, 2)  # [N, ns, K]
 
-        g2 = torch.exp(-self.radial_eta * (r_pad.unsqueeze(-1) - self.radial_centres) ** 2) * fc
-        radial = torch.bmm(weights, g2).reshape(n_atoms, -1)  # [N, ns * n_radial]
-
-        ga = torch.exp(-self.angular_eta * (r_pad.unsqueeze(-1) - self.angular_centres) ** 2) * fc
+        # radial (G2) and angular Gaussians in one pass: [N, K, n_radial + n_s]
+        centres = torch.cat([self.radial_centres, self.angular_centres])
+        eta = torch.cat([self.radial_centres.new_full(self.radial_centres.shape, self.radial_eta),
+                         self.angular_centres.new_full(self.angular_centres.shape,
+                                                       self.angular_eta)])
+        gauss = torch.exp(-eta * (r.unsqueeze(-1) - centres) ** 2) * fc
+        n_r = self.radial_centres.shape[0]
+        radial = torch.bmm(weights, gauss[..., :n_r]).reshape(n_atoms, -1)  # [N, ns * n_r]
+        ga = gauss[..., n_r:]
         n_s = ga.shape[-1]
         # per (element, radial) weights for every neighbor: [N, ns * n_s, K]
         wg = (weights.unsqueeze(2) * ga.transpose(1, 2).unsqueeze(1)).reshape(n_atoms, ns * n_s, -1)
-        moments = torch.bmm(wg, _monomials(unit_pad, self.lmax))  # [N, ns*n_s, M]
+        moments = torch.bmm(wg, _monomials(unit, self.lmax))  # [N, ns*n_s, M]
         moments = moments.view(n_atoms, ns, n_s, -1)
         # index_select: its backward (index_add) is much cheaper than advanced indexing's
         products = moments.index_select(1, self.pair_a) * moments.index_select(1, self.pair_b)
@@ -165,22 +171,24 @@ def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def _pad_neighbors(center, neighbor_species, r, unit, n_atoms: int, n_species: int,
+def _pad_neighbors(center, neighbor_species, vec, n_atoms: int, n_species: int,
                    cutoff: float):
-    """Scatter edge data into [N, K] slots; padded slots sit at the cutoff."""
+    """Scatter edge vectors into [N, K] slots; empty slots hold (cutoff, 0, 0)."""
     n_edges = center.shape[0]
     counts = torch.bincount(center, minlength=n_atoms)
     k_max = max(int(counts.max()) if n_edges else 0, 1)
-    order = torch.argsort(center, stable=True)
     start = torch.cumsum(counts, 0) - counts
-    sorted_center = center[order]
-    slot_sorted = torch.arange(n_edges, device=center.device) - start[sorted_center]
-    slot = torch.empty_like(slot_sorted)
-    slot[order] = slot_sorted
+    position = torch.arange(n_edges, device=center.device)
+    if n_edges > 1 and not bool((center[1:] >= center[:-1]).all()):
+        order = torch.argsort(center, stable=True)
+        slot = torch.empty_like(position)
+        slot[order] = position - start[center[order]]
+    else:  # neighbor lists come sorted by center
+        slot = position - start[center]
     flat = center * k_max + slot
-    r_pad = r.new_full((n_atoms * k_max,), cutoff).index_copy(0, flat, r)
-    unit_pad = unit.new_zeros(n_atoms * k_max, 3).index_copy(0, flat, unit)
-    onehot = r.new_zeros(n_atoms * k_max, n_species)
+    vec_pad = vec.new_zeros(n_atoms * k_max, 3)
+    vec_pad[:, 0] = cutoff
+    vec_pad = vec_pad.index_copy(0, flat, vec)
+    onehot = vec.new_zeros(n_atoms * k_max, n_species)
     onehot[flat, neighbor_species] = 1.0
-    return (r_pad.view(n_atoms, k_max), unit_pad.view(n_atoms, k_max, 3),
-            onehot.view(n_atoms, k_max, n_species))
+    return vec_pad.view(n_atoms, k_max, 3), onehot.view(n_atoms, k_max, n_species)

@@ -59,10 +59,10 @@ class BehlerParrinello(Potential):
 
     def descriptors(self, batch: Batch) -> torch.Tensor:
         """Raw ACSF vectors [N, F] for a batch with a neighbor list."""
-        edge_index, vec, r = local_edges(batch, self.cutoff)
+        edge_index, vec, _ = local_edges(batch, self.cutoff)
         species = self.lookup[batch.numbers]
         i, j = edge_index
-        return self.acsf(i, species[j], r, vec / r.unsqueeze(-1), batch.n_total_atoms)
+        return self.acsf(i, species[j], vec, batch.n_total_atoms)
 
     def atomic_energies(self, batch: Batch) -> torch.Tensor:
         species = self.lookup[batch.numbers]

@@ -24,13 +24,12 @@ def neighbor_list(
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.asarray(pbc, dtype=bool)
     box = np.ascontiguousarray(cell, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
-    # a half list mirrored is faster than vesin's full list; with copy=False the
-    # arrays are views into `calculator`, which must stay alive until they are copied
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=False)
+    # with copy=False the arrays are views into `calculator`, which must stay
+    # alive until they are converted (copied) below
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
     i, j, s = calculator.compute(positions, box, pbc.tolist(), "ijS", copy=False)
-    edge_index = np.concatenate([np.stack([i, j]), np.stack([j, i])], axis=1).astype(np.int64)
-    s = np.asarray(s, dtype=np.int64).reshape(-1, 3)
-    shifts = np.concatenate([s, -s])
+    edge_index = np.stack([i, j]).astype(np.int64)
+    shifts = s.astype(np.int64).reshape(-1, 3)
     del calculator
     return edge_index, shifts
 
