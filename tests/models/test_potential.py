@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -153,3 +155,16 @@ def test_sum_potential_capabilities():
     assert caps.species == (1, 6) and caps.cutoff == 4.5
     with pytest.raises(ValueError):
         SumPotential()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_matches_cpu(bulk_potential_factory):
+    pot = bulk_potential_factory(torch.float64)
+    atoms = triclinic_cu()
+    cpu = pot(from_atoms(atoms), stress=True)
+    gpu_pot = copy.deepcopy(pot).to("cuda")
+    gpu = gpu_pot(from_atoms(atoms), stress=True)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(gpu[key].cpu(), cpu[key], rtol=1e-10, atol=1e-10)
+    atoms.calc = mlipkit.Calculator(gpu_pot)
+    assert abs(atoms.get_potential_energy() - float(cpu["energy"][0])) < 1e-10
