@@ -226,14 +226,15 @@ def nve_energy_drift(potential: Potential, atoms: Atoms, temperature: float = 30
     The drift is the slope of a least-squares line through the total energy.
     """
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md import velocitydistribution as vd
     from ase.md.verlet import VelocityVerlet
 
     work = atoms.copy()
     work.calc = Calculator(potential)
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature,
-                                 rng=np.random.default_rng(seed))
-    Stationary(work)
+    # ASE >= 3.26 names it thermalize_momenta; older releases only have the old name
+    thermalize = getattr(vd, "thermalize_momenta", vd.MaxwellBoltzmannDistribution)
+    thermalize(work, temperature_K=temperature, rng=np.random.default_rng(seed))
+    vd.Stationary(work)
     n_steps = int(round(duration_ps * 1000 / timestep))
     dyn = VelocityVerlet(work, timestep=timestep * units.fs)
     totals = []

@@ -28,8 +28,9 @@ def neighbor_list(
     # alive until they are converted (copied) below
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
     i, j, s = calculator.compute(positions, box, pbc.tolist(), "ijS", copy=False)
-    edge_index = np.stack([i, j]).astype(np.int64)
-    shifts = s.astype(np.int64).reshape(-1, 3)
+    # vesin gives uint64 indices (always < 2**63, so viewing them as int64 is exact)
+    edge_index = np.stack([i, j]).view(np.int64)
+    shifts = np.array(s, dtype=np.int64).reshape(-1, 3)
     del calculator
     return edge_index, shifts
 
@@ -58,10 +59,13 @@ def attach_neighbors(batch: Batch, cutoff: float) -> Batch:
             continue
         start, n = starts[s], n_atoms[s]
         ei, sh = neighbor_list(pos[start : start + n], cell[s], pbc[s], cutoff)
-        edges.append(ei + start)
+        ei += start
+        edges.append(ei)
         shifts.append(sh)
-    edge_index = torch.from_numpy(np.concatenate(edges, axis=1)).to(batch.device)
-    shift_t = torch.from_numpy(np.concatenate(shifts, axis=0)).to(batch.device, batch.dtype)
+    edge_np = edges[0] if len(edges) == 1 else np.concatenate(edges, axis=1)
+    shift_np = shifts[0] if len(shifts) == 1 else np.concatenate(shifts, axis=0)
+    edge_index = torch.from_numpy(edge_np).to(batch.device)
+    shift_t = torch.from_numpy(shift_np).to(batch.device, batch.dtype)
     return batch.replace(edge_index=edge_index, shifts=shift_t)
 
 
