@@ -35,13 +35,14 @@ from ase.io.formats import string2index
 from mlipkit import units
 from mlipkit.data.batch import Batch
 from mlipkit.data.convert import from_atoms, to_atoms
+from mlipkit.data.keys import LABEL_KEYS
 from mlipkit.errors import InvalidStructure, MissingLabel
 
 __all__ = [
     "read", "read_extxyz", "read_db", "read_rmd17", "write_extxyz", "write_db", "FORMATS",
 ]
 
-_LABELS = ("energy", "forces", "stress", "hessian")
+_LABELS = LABEL_KEYS
 
 
 # -- helpers -----------------------------------------------------------------

@@ -72,6 +72,4 @@ _FIELDS = [
 
 KEYS: dict[str, Field] = {f.name: f for f in _FIELDS}
 
-STRUCTURE_KEYS = ("positions", "numbers", "system", "cell", "pbc", "n_atoms")
-NEIGHBOR_KEYS = ("edge_index", "shifts")
 LABEL_KEYS = ("energy", "forces", "stress", "hessian")
