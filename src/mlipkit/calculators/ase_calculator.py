@@ -15,6 +15,7 @@ from mlipkit.models.base import Potential
 class Calculator(_ASECalculator):
     """Energy, forces, per-atom energies and (on periodic cells) stress.
 
+    An ensemble adds ``energy_std`` (eV) and ``forces_std`` (eV/Å) to the results.
     Units are ASE's: eV, eV/Å, and eV/Å³ for stress in Voigt order
     (xx, yy, zz, yz, xz, xy) with ASE's sign. The potential's dtype and device
     are used as they are (``pot.double()`` gives float64 evaluation).
@@ -23,7 +24,8 @@ class Calculator(_ASECalculator):
     with cell filters get it without a second evaluation.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies",
+                              "energy_std", "forces_std"]
 
     def __init__(self, potential: Potential, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -48,6 +50,10 @@ class Calculator(_ASECalculator):
             "forces": out["forces"].cpu().double().numpy(),
             "energies": out["atomic_energies"].cpu().double().numpy(),
         }
+        for key in ("energy_std", "forces_std"):  # ensembles report their spread
+            if key in out:
+                value = out[key].cpu().double().numpy()
+                self.results[key] = float(value[0]) if key == "energy_std" else value
         if periodic:
             sigma = out["stress"][0].cpu().double().numpy()
             self.results["stress"] = full_3x3_to_voigt_6_stress(sigma)

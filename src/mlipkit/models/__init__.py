@@ -3,7 +3,8 @@
 from mlipkit.models.base import Capabilities, Potential
 from mlipkit.models.bpnn import BehlerParrinello
 from mlipkit.models.composite import ScaleShift, SumPotential
+from mlipkit.models.ensemble import EnsemblePotential
 from mlipkit.models.registry import REGISTRY, build
 
-__all__ = ["Capabilities", "Potential", "BehlerParrinello", "ScaleShift", "SumPotential",
-           "REGISTRY", "build"]
+__all__ = ["Capabilities", "Potential", "BehlerParrinello", "EnsemblePotential", "ScaleShift",
+           "SumPotential", "REGISTRY", "build"]

@@ -6,10 +6,12 @@ from mlipkit.errors import InvalidModelFile
 from mlipkit.models.base import Potential
 from mlipkit.models.bpnn import BehlerParrinello
 from mlipkit.models.composite import ScaleShift, SumPotential
+from mlipkit.models.ensemble import EnsemblePotential
 from mlipkit.physics.zbl import ZBL
 
 REGISTRY: dict[str, type[Potential]] = {
-    cls.type_name: cls for cls in (BehlerParrinello, SumPotential, ScaleShift, ZBL)
+    cls.type_name: cls
+    for cls in (BehlerParrinello, SumPotential, ScaleShift, ZBL, EnsemblePotential)
 }
 
 

@@ -1,0 +1,43 @@
+"""The `mlipkit` command: one subcommand per workflow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from mlipkit.errors import MlipkitError
+
+COMMANDS = {
+    "train": "mlipkit.cli.train",
+    "eval": "mlipkit.cli.evaluate",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="mlipkit", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {name: importlib.import_module(path) for name, path in COMMANDS.items()}
+    for name, module in modules.items():
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return modules[args.command].run(args) or 0
+    except (MlipkitError, FileNotFoundError, ValueError, FloatingPointError) as exc:
+        if args.debug:
+            raise
+        print(f"mlipkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mlipkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""An ensemble (committee) of potentials: mean prediction and spread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mlipkit.data.batch import Batch
+from mlipkit.models.base import Capabilities, Potential
+from mlipkit.models.derivatives import evaluate
+
+
+class EnsemblePotential(Potential):
+    """K members evaluated on the same batch.
+
+    ``forward`` returns the member mean as ``energy``, ``forces``, ``stress``
+    (and ``hessian``), the spread across members as ``energy_std`` [B] and
+    ``forces_std`` [N,3] (population standard deviation), and the per-member
+    values as ``energy_members`` [K,B] and ``forces_members`` [K,N,3].
+    """
+
+    type_name = "ensemble"
+
+    def __init__(self, members: Sequence[Potential]) -> None:
+        super().__init__()
+        if len(members) < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def config(self) -> dict:
+        return {"type": self.type_name, "members": [m.config() for m in self.members]}
+
+    @classmethod
+    def from_config(cls, config: dict) -> EnsemblePotential:
+        from mlipkit.models.registry import build
+
+        return cls([build(c) for c in config["members"]])
+
+    @property
+    def capabilities(self) -> Capabilities:
+        caps = [m.capabilities for m in self.members]
+        species = None
+        for c in caps:
+            if c.species is not None:
+                species = c.species if species is None else tuple(
+                    sorted(set(species) & set(c.species)))
+        return Capabilities(species=species, cutoff=max(c.cutoff for c in caps), dtype=self.dtype)
+
+    def atomic_energies(self, batch: Batch) -> torch.Tensor:
+        return torch.stack([m.atomic_energies(batch) for m in self.members]).mean(0)
+
+    def forward(self, batch: Batch, forces: bool = True, stress: bool = False,
+                hessian: bool = False, training: bool = False) -> dict[str, torch.Tensor]:
+        batch = self.prepare(batch)
+        outs = [evaluate(m, batch, forces=forces, stress=stress, hessian=hessian,
+                         create_graph=training) for m in self.members]
+        result = {}
+        for key in outs[0]:
+            stacked = torch.stack([o[key] for o in outs])
+            result[key] = stacked.mean(0)
+            if key in ("energy", "forces"):
+                result[f"{key}_std"] = stacked.std(0, unbiased=False)
+                result[f"{key}_members"] = stacked
+        return result

@@ -1,0 +1,113 @@
+"""`mlipkit train`: a RunConfig in, a trained model (or ensemble) and its report out.
+
+Output directory::
+
+    config.yaml        the resolved config
+    model.safetensors  best EMA weights (for an ensemble: all K members in one file)
+    log.csv            one row per epoch (per member under member_k/ for ensembles)
+    metrics.json       final validation (and test) metrics
+    plots/             learning curves and parity plots
+    checkpoint*.safetensors  for --resume
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlipkit.data.batch import Batch
+from mlipkit.errors import InvalidConfig
+from mlipkit.models.checkpoint import load as load_model
+from mlipkit.models.checkpoint import save as save_model
+from mlipkit.models.ensemble import EnsemblePotential
+from mlipkit.training.config import RunConfig, save_config
+from mlipkit.training.data import common_labels, prepare, read_labelled, split_indices
+from mlipkit.training.metrics import evaluate
+from mlipkit.training.plots import learning_curves, parity_plots
+from mlipkit.training.setup import build_model
+from mlipkit.training.trainer import DTYPES, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def load_datasets(config: RunConfig) -> dict[str, list[Batch]]:
+    """train / valid (/ test) lists of single-structure batches, labels checked."""
+    d = config.data
+    keys = dict(energy_key=d.energy_key, forces_key=d.forces_key, stress_key=d.stress_key)
+    frames = read_labelled(d.train, **keys)
+    if d.valid:
+        train, valid = frames, read_labelled(d.valid, **keys)
+    else:
+        t_idx, v_idx = split_indices(len(frames), d.valid_fraction, config.training.seed)
+        train, valid = [frames[i] for i in t_idx], [frames[i] for i in v_idx]
+    if d.max_train is not None:
+        train = train[: d.max_train]
+    sets = {"train": common_labels(train, "training data"),
+            "valid": common_labels(valid, "validation data")}
+    if d.test:
+        sets["test"] = common_labels(read_labelled(d.test, **keys), "test data")
+    return sets
+
+
+def _member_train_set(train: list[Batch], member: int, config: RunConfig) -> list[Batch]:
+    if not config.training.bootstrap:
+        return train
+    rng = np.random.default_rng([config.training.seed, member, 1])
+    return [train[i] for i in rng.integers(0, len(train), size=len(train))]
+
+
+def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train as configured; returns the final metrics (also in metrics.json)."""
+    out = Path(config.output)
+    has_checkpoint = any(out.glob("**/checkpoint*.safetensors"))
+    if has_checkpoint and not resume:
+        raise InvalidConfig(f"{out} already holds a training run; resume it with "
+                            f"`mlipkit train --resume {out}` or choose another output")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    tc = config.training
+    dtype = DTYPES[tc.dtype]
+    t0 = time.perf_counter()
+    sets = load_datasets(config)
+    sets = {k: prepare(v, config.model.cutoff, dtype) for k, v in sets.items()}
+    log.info("data: %d train, %d valid%s structures (neighbor lists built in %.1f s)",
+             len(sets["train"]), len(sets["valid"]),
+             f", {len(sets['test'])} test" if "test" in sets else "", time.perf_counter() - t0)
+    members = []
+    for k in range(tc.ensemble):
+        directory = out if tc.ensemble == 1 else out / f"member_{k}"
+        seed = tc.seed + k
+        train_set = _member_train_set(sets["train"], k, config)
+        model = build_model(config.model, train_set, seed, dtype).to(tc.device)
+        trainer = Trainer(model, [b.to(tc.device) for b in train_set],
+                          [b.to(tc.device) for b in sets["valid"]], tc, directory, seed,
+                          progress_bar=progress)
+        if resume:
+            trainer.restore()
+        trainer.fit(extra_info={"member": k})
+        members.append(load_model(directory / "model.safetensors", device=tc.device))
+    final = members[0] if len(members) == 1 else EnsemblePotential(members)
+    if len(members) > 1:
+        save_model(final, out / "model.safetensors")
+    return report(final, sets, out, progress)
+
+
+def report(model, sets: dict[str, list[Batch]], out: Path, progress: bool) -> dict:
+    """metrics.json and plots for the validation and test sets."""
+    metrics = {}
+    plots = out / "plots"
+    for name in ("valid", "test"):
+        if name not in sets:
+            continue
+        values, predictions = evaluate(model, sets[name], progress=progress)
+        metrics[name] = values
+        parity_plots(predictions, plots / name)
+    for log_csv in sorted(out.glob("**/log.csv")):
+        target = plots if log_csv.parent == out else plots / log_csv.parent.name
+        learning_curves(log_csv, target)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

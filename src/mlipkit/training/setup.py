@@ -1,0 +1,49 @@
+"""Building a potential from a ModelConfig and the training data."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from mlipkit.data.batch import Batch
+from mlipkit.data.dataset import fit_reference_energies, label_statistics, species_of
+from mlipkit.descriptors.acsf import default_parameters
+from mlipkit.models import BehlerParrinello, ScaleShift, SumPotential
+from mlipkit.models.base import Potential
+from mlipkit.physics import ZBL
+
+log = logging.getLogger(__name__)
+
+
+def energy_scale(batches: list[Batch], references: dict[int, float]) -> float:
+    """A typical magnitude of the learned part: the force RMS if forces are
+    labelled, else the spread of the per-atom energy after references."""
+    stats = label_statistics(batches, references)
+    for key in ("forces_rms", "energy_per_atom_std"):
+        value = stats.get(key)
+        if value is not None and np.isfinite(value) and value > 1e-8:
+            return float(value)
+    return 1.0
+
+
+def build_model(config, batches: list[Batch], seed: int, dtype: torch.dtype) -> Potential:
+    """Reference energies by least squares, descriptor statistics and the
+    output scale from ``batches``; network weights from ``seed``."""
+    species = species_of(batches)
+    references = fit_reference_energies(batches, species)
+    scale = energy_scale(batches, references)
+    torch.manual_seed(seed)
+    descriptor = default_parameters(config.cutoff, n_radial=config.n_radial,
+                                    n_angular_radial=config.n_angular_radial,
+                                    zetas=tuple(config.zetas))
+    network = BehlerParrinello(species, cutoff=config.cutoff, hidden=config.hidden,
+                               descriptor=descriptor).to(dtype)
+    network.fit_standardization(batches[:2000])
+    model: Potential = ScaleShift(network, scale=scale, shift=references)
+    if config.zbl:
+        model = SumPotential(model, ZBL())
+    log.info("model: %s, species %s, output scale %.4g eV, reference energies %s",
+             config.type, species, scale, {k: round(v, 4) for k, v in references.items()})
+    return model.to(dtype)
