@@ -1,187 +1,218 @@
-"""`make demo`: a short, honest showcase of the foundation on embedded inputs.
+"""`make demo`: generate reference data with EMT, train a potential, use it.
 
-No training exists yet, so the model here is an *untrained* Behler–Parrinello
-network (descriptor statistics fitted on rattled Cu cells) plus ZBL. The demo
-shows that the machinery is right, not that the model is accurate:
+Everything runs on embedded defaults; no user data is needed:
 
-1. physics checks from :mod:`mlipkit.testing` with their measured deviations;
-2. a model-file round trip (safetensors + sha256);
-3. the model driving ASE: a cell + positions relaxation (FrechetCellFilter + BFGS);
-4. NVE molecular dynamics through ASE and its energy conservation;
-5. the ZBL repulsion against its Coulomb limit.
+1. reference data from ASE's EMT calculator for fcc Cu (32-atom cells):
+   Langevin MD snapshots at 300/600/900 K, strained and sheared cells, and a
+   vacancy; a held-out test set from MD at 750 K;
+2. ``mlipkit.training`` trains a Behler–Parrinello potential (+ZBL);
+3. evaluation on the test set, with parity plots and the learning curve;
+4. NVE molecular dynamics with the trained potential, its energy
+   conservation, and EMT re-evaluated on those MD frames as a check that the
+   potential stays accurate where its own dynamics goes;
+5. a finite-difference check of the trained model's forces.
 
-Writes figures (PNG) and ``summary.json`` / ``summary.md`` to ``--output``.
+Writes ``summary.json``, ``summary.md`` and PNG figures to ``--output``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from ase import units
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import Stationary
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ase import Atoms  # noqa: E402
-from ase.build import bulk  # noqa: E402
-from ase.filters import FrechetCellFilter  # noqa: E402
-from ase.optimize import BFGS  # noqa: E402
+import mlipkit
+from mlipkit import testing
+from mlipkit.data import from_atoms, write_extxyz
+from mlipkit.training.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
+from mlipkit.training.run import train
 
-import mlipkit  # noqa: E402
-from mlipkit import testing  # noqa: E402
-from mlipkit.data import from_atoms  # noqa: E402
-from mlipkit.models import BehlerParrinello, ScaleShift, SumPotential  # noqa: E402
-from mlipkit.physics import ZBL  # noqa: E402
-from mlipkit.physics.zbl import COULOMB  # noqa: E402
+log = logging.getLogger("mlipkit.demo")
 
 
-def build_model(seed: int = 0) -> SumPotential:
-    torch.manual_seed(seed)
+def _label(atoms):
+    atoms.calc = EMT()
+    return from_atoms(atoms, labels={"energy": atoms.get_potential_energy(),
+                                     "forces": atoms.get_forces(),
+                                     "stress": atoms.get_stress()})
+
+
+def _md_frames(atoms, temperature: float, n_frames: int, interval: int, seed: int):
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    rng = np.random.default_rng(seed)
+    _thermalize(atoms, temperature, rng)
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=rng,
+                   fixcm=False)
+    dyn.run(200)  # equilibrate
     frames = []
-    for k in range(6):
-        atoms = bulk("Cu", "fcc", a=3.5 + 0.05 * k, cubic=True) * (2, 2, 2)
-        atoms.rattle(0.1, seed=k)
-        frames.append(from_atoms(atoms))
-    bp = BehlerParrinello(["Cu"], cutoff=5.0)
-    bp.fit_standardization(frames)
-    return SumPotential(ScaleShift(bp, scale=0.2, shift={"Cu": -3.5}), ZBL()).double()
+    for _ in range(n_frames):
+        dyn.run(interval)
+        frames.append(_label(atoms.copy()))
+    return frames
 
 
-def physics_checks(pot) -> dict:
-    cell = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
-    cell.set_cell(cell.cell.array + [[0, 0.2, 0.1], [0.1, 0, 0.3], [0, 0.2, 0]], scale_atoms=True)
-    cell.rattle(0.05, seed=1)
-    cluster = Atoms("Cu4", positions=[[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0.2], [1.2, 1.2, 2.0]])
-    return {
-        "forces_vs_finite_differences_eV_per_A": testing.assert_forces_match_fd(pot, cell),
-        "stress_vs_finite_differences_eV_per_A3": testing.assert_stress_matches_fd(pot, cell),
-        "rotation_translation_permutation": testing.assert_invariance(pot, cell),
-        "supercell_2x2x2_relative": testing.assert_supercell_consistent(pot, cell),
-        "smoothness_across_cutoff": testing.assert_smooth_cutoff(pot, ["Cu", "Cu"]),
-        "separated_fragments": testing.assert_extensive(pot, cluster, cluster.copy()),
-        "batched_vs_single": testing.assert_batch_consistent(pot, [cell, cluster]),
-        "calculator_vs_potential": testing.assert_calculator_consistent(pot, cell),
-    }
+def _thermalize(atoms, temperature, rng):
+    from ase.md import velocitydistribution as vd
+
+    thermalize = getattr(vd, "thermalize_momenta", vd.MaxwellBoltzmannDistribution)
+    thermalize(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
 
 
-def relax(pot, out: Path) -> dict:
-    atoms = bulk("Cu", "fcc", a=3.75, cubic=True) * (2, 2, 2)
-    atoms.rattle(0.05, seed=3)
-    atoms.calc = mlipkit.Calculator(pot)
-    trace = []
-    opt = BFGS(FrechetCellFilter(atoms), logfile=None)
-    opt.attach(lambda: trace.append((atoms.get_potential_energy(),
-                                     np.abs(atoms.get_forces()).max(),
-                                     np.abs(atoms.get_stress()).max())))
-    converged = opt.run(fmax=1e-3, steps=300)
-    trace = np.array(trace)
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].plot((trace[:, 0] - trace[-1, 0]) * 1000, marker=".")
-    ax[0].set(xlabel="BFGS step", ylabel="E - E_final (meV)",
-              title="cell + positions relaxation")
-    ax[1].semilogy(trace[:, 1], label="max |force| (eV/Å)")
-    ax[1].semilogy(trace[:, 2], label="max |stress| (eV/Å³)")
-    ax[1].set(xlabel="BFGS step")
-    ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(out / "relaxation.png", dpi=120)
-    plt.close(fig)
-    return {"converged": bool(converged), "steps": len(trace),
-            "final_max_force_eV_per_A": float(trace[-1, 1]),
-            "final_max_stress_eV_per_A3": float(trace[-1, 2]),
-            "final_volume_per_atom_A3": atoms.get_volume() / len(atoms)}
+def reference_data(seed: int = 0) -> tuple[list, list]:
+    """Training and test structures labelled by EMT."""
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    train_set = []
+    for k, temperature in enumerate((300.0, 600.0, 900.0)):
+        train_set += _md_frames(cell, temperature, 40, 20, seed + k)
+    rng = np.random.default_rng(seed)
+    for _ in range(40):  # strained and sheared cells
+        strain = np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))
+        atoms = cell.copy()
+        atoms.set_cell(cell.cell.array @ (0.5 * (strain + strain.T)), scale_atoms=True)
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        train_set.append(_label(atoms))
+    vacancy = cell.copy()
+    del vacancy[0]
+    train_set += _md_frames(vacancy, 600.0, 30, 20, seed + 10)
+    test_set = _md_frames(cell, 750.0, 40, 20, seed + 20)
+    test_set += _md_frames(vacancy, 750.0, 20, 20, seed + 21)
+    return train_set, test_set
 
 
-def nve(pot, out: Path, duration_ps: float) -> dict:
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
-    drift, totals = testing.nve_energy_drift(pot, atoms, duration_ps=duration_ps)
+def run_md(model, out: Path, duration_ps: float, seed: int = 1) -> dict:
+    """NVE with the trained potential; EMT re-evaluated on its frames."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)
+    drift, totals = testing.nve_energy_drift(model, atoms, temperature=600.0,
+                                             duration_ps=duration_ps, seed=seed)
+    # an independent trajectory, sampled, to compare with the reference code
+    work = atoms.copy()
+    work.calc = mlipkit.Calculator(model)
+    rng = np.random.default_rng(seed)
+    _thermalize(work, 600.0, rng)
+    dyn = Langevin(work, 2 * units.fs, temperature_K=600.0, friction=0.02, rng=rng,
+                   fixcm=False)
+    e_model, e_ref, f_err = [], [], []
+    for _ in range(20):
+        dyn.run(25)
+        e_model.append(work.get_potential_energy() / len(work))
+        f_model = work.get_forces()
+        probe = work.copy()
+        probe.calc = EMT()
+        e_ref.append(probe.get_potential_energy() / len(work))
+        f_err.append(np.abs(probe.get_forces() - f_model).mean())
+    e_model, e_ref = np.array(e_model), np.array(e_ref)
+    offset = np.mean(e_model - e_ref)
+    fig = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots(1, 2)
     t = np.arange(len(totals)) * 10 / 1000
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(t, (totals - totals[0]) * 1000 / len(atoms))
-    ax.set(xlabel="time (ps)", ylabel="E_total - E_0 (meV/atom)",
-           title=f"NVE, 1 fs, 300 K: drift {drift:.1e} eV/atom/ps")
+    ax[0].plot(t, (totals - totals[0]) * 1000 / len(atoms))
+    ax[0].set(xlabel="time (ps)", ylabel="E_total - E_0 (meV/atom)",
+              title=f"NVE with the trained model: drift {drift:.1e} eV/atom/ps")
+    ax[1].plot(e_ref * 1000, label="EMT (reference)", marker="o")
+    ax[1].plot((e_model - offset) * 1000, label="trained model (mean offset removed)",
+               marker=".")
+    ax[1].set(xlabel="frame (every 50 fs, 600 K)", ylabel="energy (meV/atom)",
+              title="Langevin MD with the model, checked by EMT")
+    ax[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "nve_energy.png", dpi=120)
-    plt.close(fig)
-    return {"duration_ps": duration_ps, "drift_eV_per_atom_per_ps": drift,
-            "max_excursion_meV_per_atom": float(np.ptp(totals) * 1000 / len(atoms))}
-
-
-def zbl_curve(out: Path) -> dict:
-    zbl = ZBL().double()
-    r = np.geomspace(0.01, 2.5, 200)
-    energies = []
-    for x in r:
-        e, _, _ = testing.evaluate(zbl, Atoms("CC", positions=[[0, 0, 0], [x, 0, 0]]),
-                                   forces=False)
-        energies.append(e)
-    energies = np.array(energies)
-    coulomb = COULOMB * 36 / r
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.loglog(r, coulomb, "--", label="bare Coulomb Z²e²/r")
-    ax.loglog(r, np.maximum(energies, 1e-6), label="ZBL (switched)")
-    ax.set(xlabel="C–C distance (Å)", ylabel="energy (eV)", ylim=(1e-3, None),
-           title="ZBL repulsion")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "zbl_dimer.png", dpi=120)
-    plt.close(fig)
-    return {"screening_at_0.01_A": float(energies[0] / coulomb[0])}
+    fig.savefig(out / "md.png", dpi=120)
+    return {"atoms": len(atoms), "nve_duration_ps": duration_ps,
+            "nve_drift_eV_per_atom_per_ps": drift,
+            "md_vs_emt_energy_mae_meV_per_atom": float(np.abs(e_model - e_ref).mean() * 1000),
+            "md_vs_emt_forces_mae_meV_per_A": float(np.mean(f_err) * 1000)}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="mlipkit foundation showcase")
+    parser = argparse.ArgumentParser(description="mlipkit demo: EMT data -> BPNN -> MD")
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    parser.add_argument("--nve-ps", type=float, default=2.0)
+    parser.add_argument("--train-seconds", type=float, default=150.0)
+    parser.add_argument("--md-ps", type=float, default=2.0)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = args.output
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "data").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    summary = {"note": "untrained BPNN+ZBL: checks show the machinery is right, not accuracy"}
-    pot = build_model()
-    print("1/5 physics checks ...", flush=True)
-    summary["physics_checks_max_deviation"] = physics_checks(pot)
-    print("2/5 model file round trip ...", flush=True)
-    path = mlipkit.save(pot, out / "model.safetensors")
-    loaded = mlipkit.load(path)
-    probe = bulk("Cu", "fcc", a=3.6) * (2, 2, 2)
-    e1, f1, _ = testing.evaluate(pot, probe)
-    e2, f2, _ = testing.evaluate(loaded, probe)
-    summary["model_file"] = {"path": str(path), "bytes": path.stat().st_size,
-                             "reload_energy_difference_eV": abs(e1 - e2)}
-    print("3/5 relaxation with FrechetCellFilter + BFGS ...", flush=True)
-    summary["relaxation"] = relax(pot, out)
-    print(f"4/5 NVE molecular dynamics ({args.nve_ps} ps) ...", flush=True)
-    summary["nve"] = nve(pot, out, args.nve_ps)
-    print("5/5 ZBL dimer curve ...", flush=True)
-    summary["zbl"] = zbl_curve(out)
-    summary["wall_time_s"] = time.perf_counter() - t0
+    summary: dict = {}
+
+    log.info("1/5 labelling structures with EMT ...")
+    train_set, test_set = reference_data()
+    write_extxyz(out / "data" / "train.xyz", train_set)
+    write_extxyz(out / "data" / "test.xyz", test_set)
+    summary["data"] = {"train_structures": len(train_set), "test_structures": len(test_set),
+                       "reference": "ASE EMT", "seconds": round(time.perf_counter() - t0, 1)}
+
+    log.info("2/5 training a Behler-Parrinello potential for %.0f s ...", args.train_seconds)
+    run_dir = out / "run"
+    config = RunConfig(
+        data=DataConfig(train=str((out / "data" / "train.xyz").resolve()),
+                        test=str((out / "data" / "test.xyz").resolve()), valid_fraction=0.1),
+        model=ModelConfig(cutoff=4.5, hidden=[32, 32]),
+        training=TrainingConfig(max_epochs=400, max_time=args.train_seconds, batch_size=4,
+                                lr=2e-3, warmup_epochs=2, plateau_patience=15),
+        output=str(run_dir))
+    if (run_dir / "checkpoint.safetensors").exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    t1 = time.perf_counter()
+    metrics = train(config, progress=True)
+    summary["training"] = {"seconds": round(time.perf_counter() - t1, 1),
+                           "epochs": len((run_dir / "log.csv").read_text().splitlines()) - 1}
+    summary["test"] = {k: metrics["test"][k] for k in
+                       ("n_structures", "energy_mae_per_atom", "forces_mae", "stress_mae")}
+
+    log.info("3/5 parity plots and learning curve are in %s/plots", run_dir)
+    model = mlipkit.load(run_dir / "model.safetensors").double()
+
+    log.info("4/5 molecular dynamics with the trained potential (%.1f ps NVE) ...", args.md_ps)
+    summary["md"] = run_md(model, out, args.md_ps)
+
+    log.info("5/5 finite-difference check of the trained forces ...")
+    probe = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    probe.rattle(0.05, seed=3)
+    summary["trained_model_checks"] = {
+        "forces_vs_finite_differences_eV_per_A": testing.assert_forces_match_fd(model, probe),
+        "stress_vs_finite_differences_eV_per_A3": testing.assert_stress_matches_fd(model, probe),
+    }
+    summary["wall_time_s"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(_markdown(summary))
-    print(_markdown(summary))
-    print(f"figures and summary in {out}/")
+    (out / "summary.md").write_text(_markdown(summary, run_dir))
+    print(_markdown(summary, run_dir))
 
 
-def _markdown(summary: dict) -> str:
-    lines = ["# mlipkit demo", "", summary["note"], "", "| check | max deviation |", "|---|---|"]
-    for k, v in summary["physics_checks_max_deviation"].items():
-        lines.append(f"| {k} | {v:.2e} |")
-    r, n = summary["relaxation"], summary["nve"]
-    lines += ["", f"- model file: {summary['model_file']['bytes']} bytes, reload energy "
-              f"difference {summary['model_file']['reload_energy_difference_eV']:.1e} eV",
-              f"- relaxation: converged={r['converged']} in {r['steps']} steps, max force "
-              f"{r['final_max_force_eV_per_A']:.1e} eV/Å, max stress "
-              f"{r['final_max_stress_eV_per_A3']:.1e} eV/Å³ (relaxation.png)",
-              f"- NVE {n['duration_ps']} ps: drift {n['drift_eV_per_atom_per_ps']:.1e} eV/atom/ps "
-              f"(nve_energy.png)",
-              f"- ZBL at 0.01 Å is {summary['zbl']['screening_at_0.01_A']:.3f} of bare Coulomb "
-              "(zbl_dimer.png)",
-              f"- wall time {summary['wall_time_s']:.0f} s", ""]
-    return "\n".join(lines)
+def _markdown(s: dict, run_dir: Path) -> str:
+    t, md = s["test"], s["md"]
+    return "\n".join([
+        "# mlipkit demo: EMT reference data -> BPNN -> MD", "",
+        f"- data: {s['data']['train_structures']} training and {s['data']['test_structures']} "
+        f"test structures of fcc Cu (32/31 atoms) labelled by ASE EMT",
+        f"- training: {s['training']['epochs']} epochs in {s['training']['seconds']} s",
+        f"- test set (MD at 750 K, unseen temperature): energy MAE "
+        f"{t['energy_mae_per_atom'] * 1000:.2f} meV/atom, force MAE {t['forces_mae'] * 1000:.1f}"
+        f" meV/Å, stress MAE {t['stress_mae'] * 1000:.2f} meV/Å³",
+        f"- NVE, {md['atoms']} atoms, {md['nve_duration_ps']} ps at 1 fs: drift "
+        f"{md['nve_drift_eV_per_atom_per_ps']:.1e} eV/atom/ps",
+        f"- Langevin MD at 600 K with the model, frames re-evaluated by EMT: energy MAE "
+        f"{md['md_vs_emt_energy_mae_meV_per_atom']:.2f} meV/atom, force MAE "
+        f"{md['md_vs_emt_forces_mae_meV_per_A']:.1f} meV/Å",
+        f"- trained forces vs finite differences: "
+        f"{s['trained_model_checks']['forces_vs_finite_differences_eV_per_A']:.1e} eV/Å",
+        f"- figures: {run_dir}/plots/ (parity, learning curve), md.png",
+        f"- wall time {s['wall_time_s']} s", ""])
 
 
 if __name__ == "__main__":
