@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mlipkit.data.batch import Batch
-from mlipkit.errors import InvalidConfig
+from mlipkit.errors import InvalidConfig, MissingLabel
 from mlipkit.models.checkpoint import load as load_model
 from mlipkit.models.checkpoint import save as save_model
 from mlipkit.models.ensemble import EnsemblePotential
@@ -46,6 +46,11 @@ def load_datasets(config: RunConfig) -> dict[str, list[Batch]]:
         train, valid = [frames[i] for i in t_idx], [frames[i] for i in v_idx]
     if d.max_train is not None:
         train = train[: d.max_train]
+    if d.forces_key and config.training.loss.forces > 0 and \
+            not any("forces" in b for b in train):
+        raise MissingLabel(f"no training structure has forces under '{d.forces_key}'; name "
+                           "the right key in data.forces_key, or set it to null to train on "
+                           "energies only")
     sets = {"train": common_labels(train, "training data"),
             "valid": common_labels(valid, "validation data")}
     if d.test:

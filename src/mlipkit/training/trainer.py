@@ -174,6 +174,7 @@ class Trainer:
             if any(self.directory.glob("checkpoint*.safetensors")):
                 raise
             log.debug("no checkpoint to resume from: %s", exc)
+            self._truncate_log()  # rows of epochs whose checkpoint never landed
             return False
         self.model.load_state_dict(tensors["model"])
         self.optimizer.load_state_dict(info["optimizer_state"])
