@@ -94,3 +94,12 @@ def molecule_potential(molecule_potential_factory, dtype):
 @pytest.fixture
 def bulk_potential(bulk_potential_factory, dtype):
     return bulk_potential_factory(dtype)
+
+
+@pytest.fixture(scope="session")
+def one_thread():
+    """Run torch on one thread: on tiny models two threads only add synchronisation."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

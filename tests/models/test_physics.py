@@ -80,7 +80,7 @@ def test_isolated_atom_reference_for_bulk_model(bulk_potential):
 
 
 @pytest.mark.slow
-def test_nve_energy_conservation(bulk_potential_factory):
+def test_nve_energy_conservation(bulk_potential_factory, one_thread):
     """DESIGN.md §5 protocol: 10 ps at 1 fs from 300 K, drift < 5e-4 eV/atom/ps.
 
     Run on bulk Cu: an untrained network on a molecule has no bonds to hold

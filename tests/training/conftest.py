@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
@@ -63,15 +62,6 @@ def cu_structures(n: int, seed: int, rattle: float = 0.08, gold: int = 0) -> lis
             atoms.set_chemical_symbols(symbols)
         frames.append(emt_labelled(atoms))
     return frames
-
-
-@pytest.fixture(scope="session")
-def one_thread():
-    """Run torch on one thread while these tests run (4x faster than two on tiny models)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
