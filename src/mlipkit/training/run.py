@@ -26,6 +26,7 @@ from mlipkit.models.checkpoint import save as save_model
 from mlipkit.models.ensemble import EnsemblePotential
 from mlipkit.training.config import RunConfig, save_config
 from mlipkit.training.data import common_labels, prepare, read_labelled, split_indices
+from mlipkit.training.distributed import from_environment
 from mlipkit.training.metrics import evaluate
 from mlipkit.training.plots import learning_curves, parity_plots
 from mlipkit.training.setup import build_model
@@ -72,9 +73,13 @@ def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dic
     if has_checkpoint and not resume:
         raise InvalidConfig(f"{out} already holds a training run; resume it with "
                             f"`mlipkit train --resume {out}` or choose another output")
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
     tc = config.training
+    ctx = from_environment(tc.device)
+    if ctx.active:
+        log.info("data-parallel training: rank %d of %d", ctx.rank, ctx.world)
+    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        save_config(config, out / "config.yaml")
     dtype = DTYPES[tc.dtype]
     t0 = time.perf_counter()
     sets = load_datasets(config)
@@ -90,12 +95,15 @@ def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dic
         model = build_model(config.model, train_set, seed, dtype).to(tc.device)
         trainer = Trainer(model, [b.to(tc.device) for b in train_set],
                           [b.to(tc.device) for b in sets["valid"]], tc, directory, seed,
-                          progress_bar=progress)
+                          progress_bar=progress, context=ctx)
         if resume:
             trainer.restore()
         trainer.fit(extra_info={"member": k})
+        ctx.barrier()  # rank 0 has written the member's model file
         members.append(load_model(directory / "model.safetensors", device=tc.device))
     final = members[0] if len(members) == 1 else EnsemblePotential(members)
+    if not ctx.is_main:
+        return {}
     if len(members) > 1:
         save_model(final, out / "model.safetensors")
     return report(final, sets, out, progress)

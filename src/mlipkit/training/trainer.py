@@ -25,8 +25,9 @@ from mlipkit.data.batch import Batch
 from mlipkit.models.base import Potential
 from mlipkit.models.checkpoint import save as save_model
 from mlipkit.training.checkpoint import load_checkpoint, save_checkpoint
+from mlipkit.training.distributed import Context
 from mlipkit.training.ema import EMA
-from mlipkit.training.losses import loss_terms, total_loss
+from mlipkit.training.losses import loss_sums
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,14 @@ class Trainer:
     """
 
     def __init__(self, model: Potential, train: list[Batch], valid: list[Batch], tc,
-                 directory: Path, seed: int, progress_bar: bool = True) -> None:
+                 directory: Path, seed: int, progress_bar: bool = True,
+                 context: Context | None = None) -> None:
         self.model, self.train, self.valid, self.tc = model, train, valid, tc
+        self.ctx = context or Context()
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.seed = seed
-        self.progress_bar = progress_bar
+        self.progress_bar = progress_bar and self.ctx.is_main
         self.weights = {k: float(getattr(tc.loss, k)) for k in ("energy", "forces", "stress",
                                                                  "hessian")}
         self.need = {k: self.weights[k] > 0 and all(k in b for b in train)
@@ -102,67 +105,86 @@ class Trainer:
         return self.model(batch, forces=self.need["forces"], stress=stress,
                           hessian=self.need["hessian"], training=training)
 
+    def _loss(self, chunk: list[Batch], training: bool) -> tuple[torch.Tensor | None, dict, float]:
+        """This rank's part of the global loss of ``chunk`` (all ranks' chunks
+        together form one global mini-batch), its outputs and its batch."""
+        local = self.ctx.shard(chunk)
+        sums, out, batch = {}, {}, None
+        if local:
+            batch = Batch.collate(local)
+            out = self._forward(batch, training=training)
+            sums = loss_sums(out, batch, self.weights, self.tc.loss.kind,
+                             self.tc.loss.huber_delta)
+        names = sorted(k for k, w in self.weights.items() if w > 0)
+        counts = dict(zip(names, self.ctx.sum([float(sums[k][1]) if k in sums else 0.0
+                                               for k in names])))
+        terms = [self.weights[k] * s / counts[k] for k, (s, _) in sums.items()]
+        loss = sum(terms) if terms else None
+        value = self.ctx.sum([float(loss.detach()) if loss is not None else 0.0])[0]
+        return loss, {"out": out, "batch": batch}, value
+
     def train_epoch(self) -> float:
         self.model.train()
         epoch = self.state.epoch
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
         total, count = 0.0, 0
         for idx in _chunks(order.tolist(), self.tc.batch_size):
-            batch = Batch.collate([self.train[i] for i in idx])
             self._warmup_lr()
-            out = self._forward(batch, training=True)
-            terms = loss_terms(out, batch, self.weights, self.tc.loss.kind,
-                               self.tc.loss.huber_delta)
-            loss = total_loss(terms, self.weights)
+            loss, _, value = self._loss([self.train[i] for i in idx], training=True)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss is not None:
+                loss.backward()
+            self.ctx.sum_gradients(self.model)
             if self.tc.clip_grad:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_grad)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)
             self.state.global_step += 1
-            total += float(loss.detach()) * len(idx)
+            total += value * len(idx)
             count += len(idx)
         return total / max(count, 1)
 
     def validate(self) -> dict[str, float]:
         """Validation loss and MAEs, with the EMA weights when EMA is on."""
         self.model.eval()
-        sums = {"loss": 0.0, "e": 0.0, "e_atom": 0.0, "f": 0.0, "s": 0.0}
-        n_struct = n_force = n_stress = 0
+        loss = 0.0
+        # |dE|, |dE|/atom, |dF|, |dS|, structures, force and stress components
+        local = [0.0] * 7
         ctx = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
         with ctx:
             for chunk in _chunks(self.valid, self.tc.valid_batch_size):
-                batch = Batch.collate(chunk)
-                out = self._forward(batch, training=False)
-                terms = loss_terms(out, batch, self.weights, self.tc.loss.kind,
-                                   self.tc.loss.huber_delta)
-                sums["loss"] += float(total_loss(terms, self.weights)) * len(chunk)
+                _, parts, value = self._loss(chunk, training=False)
+                loss += value * len(chunk)
+                out, batch = parts["out"], parts["batch"]
+                if batch is None:
+                    continue
                 de = (out["energy"] - batch.energy.to(out["energy"].dtype)).abs()
-                sums["e"] += float(de.sum())
-                sums["e_atom"] += float((de / batch.n_atoms).sum())
-                n_struct += len(chunk)
+                local[0] += float(de.sum())
+                local[1] += float((de / batch.n_atoms).sum())
+                local[4] += batch.n_structures
                 if "forces" in out and "forces" in batch:
-                    sums["f"] += float((out["forces"] - batch.forces).abs().sum())
-                    n_force += batch.forces.numel()
+                    local[2] += float((out["forces"] - batch.forces).abs().sum())
+                    local[5] += batch.forces.numel()
                 if "stress" in out and "stress" in batch:
-                    sums["s"] += float((out["stress"] - batch.stress).abs().sum())
-                    n_stress += batch.stress.numel()
-        result = {"valid_loss": sums["loss"] / n_struct,
-                  "valid_energy_mae": sums["e"] / n_struct,
-                  "valid_energy_mae_per_atom": sums["e_atom"] / n_struct}
+                    local[3] += float((out["stress"] - batch.stress).abs().sum())
+                    local[6] += batch.stress.numel()
+        e, e_atom, f, s, n_struct, n_force, n_stress = self.ctx.sum(local)
+        result = {"valid_loss": loss / len(self.valid),
+                  "valid_energy_mae": e / n_struct,
+                  "valid_energy_mae_per_atom": e_atom / n_struct}
         if n_force:
-            result["valid_forces_mae"] = sums["f"] / n_force
+            result["valid_forces_mae"] = f / n_force
         if n_stress:
-            result["valid_stress_mae"] = sums["s"] / n_stress
+            result["valid_stress_mae"] = s / n_stress
         return result
 
     # -- checkpoints -----------------------------------------------------------
     def _save(self, extra_info: dict) -> None:
         info = {"progress": self.state.__dict__, "model_config": self.model.config(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                "ema_updates": self.ema.updates if self.ema else 0, **extra_info}
+                "ema_updates": self.ema.updates if self.ema else 0,
+                "world_size": self.ctx.world, **extra_info}
         save_checkpoint(self.directory, self.model, self.optimizer,
                         self.ema.shadow if self.ema else None, info)
 
@@ -174,7 +196,8 @@ class Trainer:
             if any(self.directory.glob("checkpoint*.safetensors")):
                 raise
             log.debug("no checkpoint to resume from: %s", exc)
-            self._truncate_log()  # rows of epochs whose checkpoint never landed
+            if self.ctx.is_main:
+                self._truncate_log()  # rows of epochs whose checkpoint never landed
             return False
         self.model.load_state_dict(tensors["model"])
         self.optimizer.load_state_dict(info["optimizer_state"])
@@ -184,7 +207,8 @@ class Trainer:
             self.ema.shadow = {k: v.to(self.model.dtype) for k, v in tensors["ema"].items()}
             self.ema.updates = info.get("ema_updates", 0)
         self.state = Progress(**info["progress"])
-        self._truncate_log()
+        if self.ctx.is_main:
+            self._truncate_log()
         log.info("resumed %s at epoch %d", self.directory, self.state.epoch)
         return True
 
@@ -240,13 +264,15 @@ class Trainer:
                 st.best_loss, st.best_epoch = metrics["valid_loss"], st.epoch
                 ctx = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
                 with ctx:
-                    save_model(self.model, self.directory / "model.safetensors",
-                               extra={"epoch": st.epoch, **metrics})
+                    if self.ctx.is_main:
+                            save_model(self.model, self.directory / "model.safetensors",
+                                   extra={"epoch": st.epoch, **metrics})
             st.elapsed = time.perf_counter() - start
             row = {"epoch": st.epoch, "time": round(st.elapsed, 3), "lr": lr,
                    "train_loss": train_loss, **metrics}
-            self._write_log([row])
-            self._save(extra_info)
+            if self.ctx.is_main:
+                self._write_log([row])
+                self._save(extra_info)
             bar.update(1)
             bar.set_postfix(_postfix(metrics))
         bar.close()
