@@ -290,3 +290,16 @@ def test_learning_rate_schedules(tmp_path, data_dir, no_plots, scheduler, warmup
     else:  # linear warm-up over 2 epochs (the log shows the lr of an epoch's last step)
         expected = [lr / 2, lr, lr, lr]
     assert logged == pytest.approx(expected, rel=1e-9)
+
+
+def test_cosine_decay_follows_the_time_budget(tmp_path, data_dir, no_plots):
+    """With a time budget that ends the run long before max_epochs, the cosine
+    schedule anneals over the budget instead of over max_epochs."""
+    lr = 2.0e-3
+    run, _ = quick_run(tmp_path, data_dir, "cosine_time", max_epochs=100000, lr=lr,
+                       min_lr=1.0e-6, scheduler="cosine", warmup_epochs=0, max_time=3.0)
+    logged = [r["lr"] for r in read_log(run / "log.csv")]
+    assert len(logged) >= 3
+    assert all(b <= a for a, b in zip(logged, logged[1:]))
+    # by max_epochs alone the lr would still be within 1e-6 of its start
+    assert logged[-1] < 0.25 * lr

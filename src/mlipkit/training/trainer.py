@@ -87,10 +87,19 @@ class Trainer:
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, factor=tc.plateau_factor, patience=tc.plateau_patience,
                 min_lr=tc.min_lr)
-        if tc.scheduler == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=max(1, tc.max_epochs - tc.warmup_epochs), eta_min=tc.min_lr)
-        return None
+        return None  # "cosine" is computed from progress, see _cosine_lr; "none" is constant
+
+    def _cosine_lr(self, elapsed: float) -> None:
+        """Cosine decay from lr to min_lr over the epochs after warm-up or, when a
+        time budget is set and would end the run first, over the time budget."""
+        tc = self.tc
+        progress = (self.state.epoch - tc.warmup_epochs) / max(1, tc.max_epochs - tc.warmup_epochs)
+        if tc.max_time is not None:
+            progress = max(progress, elapsed / tc.max_time)
+        progress = min(max(progress, 0.0), 1.0)
+        lr = tc.min_lr + (tc.lr - tc.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     # -- one epoch ----------------------------------------------------------
     def _warmup_lr(self) -> None:
@@ -252,11 +261,11 @@ class Trainer:
             metrics = self.validate()
             st.epoch += 1
             lr = self.optimizer.param_groups[0]["lr"]
-            if self.scheduler is not None and st.epoch > tc.warmup_epochs:
-                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if st.epoch > tc.warmup_epochs:
+                if self.scheduler is not None:
                     self.scheduler.step(metrics["valid_loss"])
-                else:
-                    self.scheduler.step()
+                elif tc.scheduler == "cosine":
+                    self._cosine_lr(time.perf_counter() - start)
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training loss became {train_loss} at epoch "
                                          f"{st.epoch}; lower training.lr")
