@@ -241,6 +241,11 @@ class Trainer:
             fh.flush()
 
     # -- the loop ---------------------------------------------------------------
+    def _elapsed(self, start: float) -> float:
+        """Seconds since the run began, averaged over ranks so that time-based
+        decisions (stopping, cosine decay) are the same on every rank."""
+        return self.ctx.sum([time.perf_counter() - start])[0] / self.ctx.world
+
     def fit(self, extra_info: dict | None = None) -> Progress:
         tc, st = self.tc, self.state
         extra_info = extra_info or {}
@@ -249,6 +254,7 @@ class Trainer:
                    disable=not self.progress_bar, unit="epoch", dynamic_ncols=True)
         stop_reason = "max_epochs"
         while st.epoch < tc.max_epochs:
+            st.elapsed = self._elapsed(start)
             if tc.max_time is not None and st.elapsed >= tc.max_time:
                 stop_reason = "max_time"
                 break
@@ -265,7 +271,7 @@ class Trainer:
                 if self.scheduler is not None:
                     self.scheduler.step(metrics["valid_loss"])
                 elif tc.scheduler == "cosine":
-                    self._cosine_lr(time.perf_counter() - start)
+                    self._cosine_lr(self._elapsed(start))
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training loss became {train_loss} at epoch "
                                          f"{st.epoch}; lower training.lr")
@@ -274,9 +280,9 @@ class Trainer:
                 ctx = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
                 with ctx:
                     if self.ctx.is_main:
-                            save_model(self.model, self.directory / "model.safetensors",
+                        save_model(self.model, self.directory / "model.safetensors",
                                    extra={"epoch": st.epoch, **metrics})
-            st.elapsed = time.perf_counter() - start
+            st.elapsed = self._elapsed(start)
             row = {"epoch": st.epoch, "time": round(st.elapsed, 3), "lr": lr,
                    "train_loss": train_loss, **metrics}
             if self.ctx.is_main:
