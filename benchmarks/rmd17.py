@@ -5,7 +5,9 @@ test-set errors on the matching test file.
 file), 1,000 test structures. Prints one JSON line and writes it to
 benchmarks/results/rmd17_<molecule>_<model>.json.
 
-    python benchmarks/rmd17.py --molecule ethanol --budget 1200
+    python benchmarks/rmd17.py --molecule ethanol --budget 1200 --tag cosine \
+        model.zetas=[1,2,4,8] model.n_angular_radial=8 model.hidden=[128,128] \
+        training.scheduler=cosine
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--config", type=Path, help="a YAML config to start from")
     parser.add_argument("--output", type=Path, default=Path("runs/rmd17"))
+    parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.lr=5e-4")
     args = parser.parse_args()
 
@@ -77,7 +80,8 @@ def main() -> None:
     }
     line = json.dumps(record)
     print(line)
-    result = ROOT / "results" / f"rmd17_{args.molecule}_{config.model.type}.json"
+    tag = f"_{args.tag}" if args.tag else ""
+    result = ROOT / "results" / f"rmd17_{args.molecule}_{config.model.type}{tag}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_text(line + "\n")
 

@@ -78,7 +78,7 @@ class TrainingConfig:
     lr: float = 1.0e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0
-    scheduler: str = "plateau"
+    scheduler: str = "cosine"  # over max_epochs, or over max_time when that ends the run first
     warmup_epochs: int = 5
     plateau_patience: int = 25
     plateau_factor: float = 0.5
