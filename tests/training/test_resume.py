@@ -194,9 +194,10 @@ def resume(run: Path, *overrides: str) -> None:
 
 def test_resume_with_more_epochs_extends_a_finished_run(quiet_runs):
     # the plateau schedule does not depend on max_epochs, so 2 + 2 epochs equal 4 epochs
-    extended = quiet_runs("extended", max_epochs=2)
+    extended = quiet_runs("extended", max_epochs=2, scheduler="plateau")
     resume(extended, "training.max_epochs=4")
-    assert_same_run(extended, quiet_runs("straight", max_epochs=4), max_epochs=4)
+    assert_same_run(extended, quiet_runs("straight", max_epochs=4, scheduler="plateau"),
+                    max_epochs=4)
 
 
 def test_resume_after_a_kill_before_the_first_checkpoint(quiet_runs):
