@@ -68,6 +68,13 @@ class ACSF(nn.Module):
                              persistent=False)
         self.radial_eta = 0.5 / radial_width**2
         self.angular_eta = 0.5 / angular_width**2
+        # radial (G2) then angular Gaussians, evaluated in one pass
+        self.register_buffer("gauss_centres", torch.cat([self.radial_centres,
+                                                         self.angular_centres]), persistent=False)
+        self.register_buffer("gauss_eta", torch.cat([
+            torch.full((len(radial_centres),), self.radial_eta, dtype=torch.float64),
+            torch.full((len(angular_centres),), self.angular_eta, dtype=torch.float64)]),
+            persistent=False)
         self.pairs = list(combinations_with_replacement(range(n_species), 2))
         lmax = max(self.zetas)
         # monomials û_x^a û_y^b û_z^c of degree n ≤ lmax in the order _monomials builds
@@ -120,11 +127,7 @@ class ACSF(nn.Module):
         weights = onehot.transpose(1, 2)  # [N, ns, K]
 
         # radial (G2) and angular Gaussians in one pass: [N, K, n_radial + n_s]
-        centres = torch.cat([self.radial_centres, self.angular_centres])
-        eta = torch.cat([self.radial_centres.new_full(self.radial_centres.shape, self.radial_eta),
-                         self.angular_centres.new_full(self.angular_centres.shape,
-                                                       self.angular_eta)])
-        gauss = torch.exp(-eta * (r.unsqueeze(-1) - centres) ** 2) * fc
+        gauss = torch.exp(-self.gauss_eta * (r.unsqueeze(-1) - self.gauss_centres) ** 2) * fc
         n_r = self.radial_centres.shape[0]
         radial = torch.bmm(weights, gauss[..., :n_r]).reshape(n_atoms, -1)  # [N, ns * n_r]
         ga = gauss[..., n_r:]

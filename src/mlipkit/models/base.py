@@ -9,6 +9,7 @@ model files never need pickle.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -55,20 +56,20 @@ def to_numbers(species) -> list[int]:
     return sorted(set(out))
 
 
-class Potential(nn.Module):
-    """Base class: subclasses implement ``atomic_energies``, ``config`` and
+class Potential(nn.Module, metaclass=abc.ABCMeta):
+    """Abstract base: subclasses implement ``atomic_energies``, ``config`` and
     ``capabilities``, and register their ``type_name`` in ``models.REGISTRY``."""
 
     type_name: ClassVar[str] = ""
 
+    @abc.abstractmethod
     def atomic_energies(self, batch: Batch) -> torch.Tensor:
         """Per-atom energies [N] in eV. ``batch`` holds a neighbor list with at
         least ``capabilities.cutoff``; positions and cell may be strained."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def config(self) -> dict:
         """JSON-able description from which ``from_config`` rebuilds the module."""
-        raise NotImplementedError
 
     @classmethod
     def from_config(cls, config: dict) -> Potential:
@@ -76,8 +77,9 @@ class Potential(nn.Module):
         return cls(**cfg)
 
     @property
+    @abc.abstractmethod
     def capabilities(self) -> Capabilities:
-        raise NotImplementedError
+        """Species, cutoff and dtype of this potential."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -118,6 +120,17 @@ class Potential(nn.Module):
 
         return evaluate(self, self.prepare(batch), forces=forces, stress=stress,
                         hessian=hessian, create_graph=training)
+
+
+def combine_capabilities(parts: list[Capabilities], dtype: torch.dtype) -> Capabilities:
+    """Capabilities of potentials evaluated together: the species every part
+    supports and the largest cutoff."""
+    species = None
+    for c in parts:
+        if c.species is not None:
+            species = c.species if species is None else tuple(
+                sorted(set(species) & set(c.species)))
+    return Capabilities(species=species, cutoff=max(c.cutoff for c in parts), dtype=dtype)
 
 
 def check_species(numbers: torch.Tensor, species: tuple[int, ...] | None) -> None:

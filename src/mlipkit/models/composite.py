@@ -9,7 +9,13 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from mlipkit.data.batch import Batch
-from mlipkit.models.base import Capabilities, Potential, species_lookup, to_numbers
+from mlipkit.models.base import (
+    Capabilities,
+    Potential,
+    combine_capabilities,
+    species_lookup,
+    to_numbers,
+)
 
 
 class SumPotential(Potential):
@@ -41,13 +47,7 @@ class SumPotential(Potential):
 
     @property
     def capabilities(self) -> Capabilities:
-        caps = [t.capabilities for t in self.terms]
-        species = None
-        for c in caps:
-            if c.species is not None:
-                species = c.species if species is None else tuple(
-                    sorted(set(species) & set(c.species)))
-        return Capabilities(species=species, cutoff=max(c.cutoff for c in caps), dtype=self.dtype)
+        return combine_capabilities([t.capabilities for t in self.terms], self.dtype)
 
 
 class ScaleShift(Potential):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mlipkit.data.batch import Batch
-from mlipkit.models.base import Capabilities, Potential
+from mlipkit.models.base import Capabilities, Potential, combine_capabilities
 from mlipkit.models.derivatives import evaluate
 
 
@@ -40,13 +40,7 @@ class EnsemblePotential(Potential):
 
     @property
     def capabilities(self) -> Capabilities:
-        caps = [m.capabilities for m in self.members]
-        species = None
-        for c in caps:
-            if c.species is not None:
-                species = c.species if species is None else tuple(
-                    sorted(set(species) & set(c.species)))
-        return Capabilities(species=species, cutoff=max(c.cutoff for c in caps), dtype=self.dtype)
+        return combine_capabilities([t.capabilities for t in self.members], self.dtype)
 
     def atomic_energies(self, batch: Batch) -> torch.Tensor:
         return torch.stack([m.atomic_energies(batch) for m in self.members]).mean(0)
