@@ -96,3 +96,21 @@ def test_invalid_zeta_rejected():
     params = default_parameters(3.0, zetas=(0, 1))
     with pytest.raises(ValueError, match="zetas"):
         ACSF(1, 3.0, **params)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_jacobian_equals_autograd(seed):
+    """with_jacobian's per-edge derivatives against a full reverse-mode Jacobian."""
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform(0, 4.0, size=(9, 3))
+    species = torch.tensor(rng.integers(0, 3, size=9))
+    params = default_parameters(3.5, n_radial=5, n_angular_radial=3, zetas=(1, 2, 5))
+    acsf = ACSF(3, 3.5, **params).double()
+    i, j = edges(pos, 3.5)
+    vec = torch.tensor(pos[j.numpy()] - pos[i.numpy()])
+    features, jac = acsf.with_jacobian(i, species[j], vec, len(pos))
+    full = torch.autograd.functional.jacobian(lambda v: acsf(i, species[j], v, len(pos)), vec)
+    expected = full[i, :, torch.arange(len(i))]  # [E, F, 3]: ∂G_i / ∂vec_e for e's center i
+    torch.testing.assert_close(features, acsf(i, species[j], vec, len(pos)), rtol=0, atol=0)
+    torch.testing.assert_close(jac, expected, rtol=1e-10, atol=1e-12)
+    assert expected.abs().max() > 0.1

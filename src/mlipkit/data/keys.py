@@ -65,6 +65,11 @@ _FIELDS = [
           "stress (1/V) dE/d(strain); positive under tension (ASE sign)"),
     Field("hessian", ("3N", "3N"), "atom_pair", "float", "eV/Å²",
           "d²E/dR², rows/columns ordered (atom, xyz); block diagonal over structures"),
+    # descriptors cached for training (positions fixed): values and edge derivatives
+    Field("descriptors", ("N", "F"), "atom", "float", "",
+          "descriptor vector of each atom, computed once for fixed positions"),
+    Field("descriptor_jacobian", ("E", 3, "F"), "edge", "float", "1/Å",
+          "derivative of the center atom's descriptors with respect to the edge vector"),
     Field("energy_std", ("B",), "system", "float", "eV", "predicted standard deviation of energy"),
     Field("forces_std", ("N", 3), "atom", "float", "eV/Å",
           "predicted standard deviation of forces"),

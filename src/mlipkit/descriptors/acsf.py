@@ -119,15 +119,71 @@ class ACSF(nn.Module):
         atom; padding sits at the cutoff, where the cutoff function is zero),
         so every per-neighbor sum is a batched matrix product.
         """
-        ns = self.n_species
-        vec_pad, onehot = _pad_neighbors(center, neighbor_species, vec, n_atoms, ns, self.cutoff)
+        vec_pad, onehot = _pad_neighbors(center, neighbor_species, vec, n_atoms, self.n_species,
+                                         self.cutoff)
+        return self._padded(vec_pad, onehot)
+
+    def with_jacobian(self, center: torch.Tensor, neighbor_species: torch.Tensor,
+                      vec: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [N, F] and their derivatives with respect to every edge
+        vector, ∂G_center(e) / ∂vec_e as [E, F, 3].
+
+        Per-neighbor terms are differentiated in forward mode (they depend on
+        one edge each); the angular products by the product rule,
+        ∂(M_a·M_b) = ∂M_a·M_b + M_a·∂M_b, with ∂M_e nonzero only for the
+        neighbor's own element.
+        """
+        vec_pad, onehot = _pad_neighbors(center, neighbor_species, vec, n_atoms, self.n_species,
+                                         self.cutoff)
+        n, k_max = vec_pad.shape[:2]
+        n_r = self.radial_centres.shape[0]
+        features = self._padded(vec_pad, onehot)
+
+        def per_neighbor(v):
+            gauss = self._gaussians(torch.linalg.vector_norm(v, dim=-1))
+            ga = gauss[..., n_r:]
+            unit = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+            terms = ga.unsqueeze(-1) * _monomials(unit, self.lmax).unsqueeze(-2)
+            return gauss[..., :n_r], terms, ga * ga
+
+        values = None
+        derivs = []
+        for c in range(3):
+            direction = torch.zeros_like(vec_pad)
+            direction[..., c] = 1.0
+            values, d = torch.func.jvp(per_neighbor, (vec_pad,), (direction,))
+            derivs.append(d)
+        d_radial, d_terms, d_sq = (torch.stack(x, dim=2) for x in zip(*derivs))  # [N, K, 3, ...]
+        # radial: ∂G2[e, s] / ∂v_kc = onehot[k, e] ∂g_s(r_k) / ∂v_kc
+        radial = onehot.view(n, k_max, 1, -1, 1) * d_radial.unsqueeze(3)  # [N, K, 3, ns, n_r]
+        # angular: T[s, (k, c), e', h] = Σ_α ∂(g_s û^α)_kc M[e', s, α] projection[α, h]
+        moments = torch.einsum("nke,nksa->nesa", onehot, values[1])
+        q = torch.einsum("nesa,ah->nsaeh", moments, self.projection.to(vec.dtype))
+        q = q.reshape(n, moments.shape[2], moments.shape[3], -1)  # [N, n_s, M, ns * shapes]
+        d_t = d_terms.permute(0, 3, 1, 2, 4).reshape(n, d_terms.shape[3], 3 * k_max, -1)
+        t = (d_t @ q).view(n, -1, k_max, 3, self.n_species, self.n_shapes)  # [N, n_s, K, 3, ...]
+        t = t.permute(0, 2, 3, 4, 1, 5)  # [N, K, 3, ns, n_s, shapes]
+        on_a = onehot.index_select(2, self.pair_a).view(n, k_max, 1, -1, 1, 1)  # [N, K, 1, P, ..]
+        on_b = onehot.index_select(2, self.pair_b).view(n, k_max, 1, -1, 1, 1)
+        angular = on_a * t.index_select(3, self.pair_b) + on_b * t.index_select(3, self.pair_a)
+        same = on_a * self.pair_same.to(vec.dtype).view(1, 1, 1, -1, 1, 1)
+        angular = angular - same * d_sq.view(n, k_max, 3, 1, -1, 1) * self.self_term.to(vec.dtype)
+        jac = torch.cat([radial.reshape(n, k_max, 3, -1), angular.reshape(n, k_max, 3, -1)], -1)
+        _, slot = _slots(center, n_atoms)
+        return features, jac[center, slot].transpose(1, 2)
+
+    def _gaussians(self, r: torch.Tensor) -> torch.Tensor:
+        """Radial then angular Gaussians times the cutoff function: [..., n_r + n_s]."""
+        fc = polynomial_cutoff(r, self.cutoff).unsqueeze(-1)
+        return torch.exp(-self.gauss_eta * (r.unsqueeze(-1) - self.gauss_centres) ** 2) * fc
+
+    def _padded(self, vec_pad: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Features [N, F] from neighbor slots [N, K, 3] and their species [N, K, ns]."""
+        n_atoms, ns = vec_pad.shape[0], self.n_species
         r = torch.linalg.vector_norm(vec_pad, dim=-1)  # [N, K]
         unit = vec_pad * (1.0 / r).unsqueeze(-1)
-        fc = polynomial_cutoff(r, self.cutoff).unsqueeze(-1)  # [N, K, 1]
         weights = onehot.transpose(1, 2)  # [N, ns, K]
-
-        # radial (G2) and angular Gaussians in one pass: [N, K, n_radial + n_s]
-        gauss = torch.exp(-self.gauss_eta * (r.unsqueeze(-1) - self.gauss_centres) ** 2) * fc
+        gauss = self._gaussians(r)  # radial (G2) and angular Gaussians: [N, K, n_r + n_s]
         n_r = self.radial_centres.shape[0]
         radial = torch.bmm(weights, gauss[..., :n_r]).reshape(n_atoms, -1)  # [N, ns * n_r]
         ga = gauss[..., n_r:]
@@ -177,6 +233,19 @@ def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
 def _pad_neighbors(center, neighbor_species, vec, n_atoms: int, n_species: int,
                    cutoff: float):
     """Scatter edge vectors into [N, K] slots; empty slots hold (cutoff, 0, 0)."""
+    k_max, slot = _slots(center, n_atoms)
+    flat = center * k_max + slot
+    vec_pad = vec.new_zeros(n_atoms * k_max, 3)
+    vec_pad[:, 0] = cutoff
+    vec_pad = vec_pad.index_copy(0, flat, vec)
+    onehot = vec.new_zeros(n_atoms * k_max, n_species)
+    onehot[flat, neighbor_species] = 1.0
+    return vec_pad.view(n_atoms, k_max, 3), onehot.view(n_atoms, k_max, n_species)
+
+
+def _slots(center: torch.Tensor, n_atoms: int) -> tuple[int, torch.Tensor]:
+    """K (the most neighbors of any atom, at least 1) and each edge's slot
+    among its center's neighbors."""
     n_edges = center.shape[0]
     counts = torch.bincount(center, minlength=n_atoms)
     k_max = max(int(counts.max()) if n_edges else 0, 1)
@@ -188,10 +257,4 @@ def _pad_neighbors(center, neighbor_species, vec, n_atoms: int, n_species: int,
         slot[order] = position - start[center[order]]
     else:  # neighbor lists come sorted by center
         slot = position - start[center]
-    flat = center * k_max + slot
-    vec_pad = vec.new_zeros(n_atoms * k_max, 3)
-    vec_pad[:, 0] = cutoff
-    vec_pad = vec_pad.index_copy(0, flat, vec)
-    onehot = vec.new_zeros(n_atoms * k_max, n_species)
-    onehot[flat, neighbor_species] = 1.0
-    return vec_pad.view(n_atoms, k_max, 3), onehot.view(n_atoms, k_max, n_species)
+    return k_max, slot

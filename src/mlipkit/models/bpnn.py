@@ -12,6 +12,7 @@ from mlipkit.data.batch import Batch
 from mlipkit.descriptors.acsf import ACSF, default_parameters
 from mlipkit.descriptors.standardize import PerSpeciesStandardizer
 from mlipkit.models.base import Capabilities, Potential, local_edges, species_lookup, to_numbers
+from mlipkit.neighbors import edge_vectors
 
 
 class BehlerParrinello(Potential):
@@ -58,11 +59,36 @@ class BehlerParrinello(Potential):
         return Capabilities(species=tuple(self.species), cutoff=self.cutoff, dtype=self.dtype)
 
     def descriptors(self, batch: Batch) -> torch.Tensor:
-        """Raw ACSF vectors [N, F] for a batch with a neighbor list."""
+        """Raw ACSF vectors [N, F] for a batch with a neighbor list.
+
+        A batch holding ``descriptors`` and ``descriptor_jacobian`` (see
+        :meth:`cache_descriptors`) is evaluated as G₀ + J·(r − r₀) at r = r₀:
+        the same values and first derivatives, without recomputing them.
+        """
+        if "descriptors" in batch and "descriptor_jacobian" in batch:
+            vec = edge_vectors(batch)
+            delta = (vec - vec.detach()).unsqueeze(1)  # zero, but carries the gradient
+            change = torch.bmm(delta, batch.descriptor_jacobian).squeeze(1)
+            return batch.descriptors.index_add(0, batch.edge_index[0], change)
         edge_index, vec, _ = local_edges(batch, self.cutoff)
         species = self.lookup[batch.numbers]
         i, j = edge_index
         return self.acsf(i, species[j], vec, batch.n_total_atoms)
+
+    @torch.no_grad()
+    def cache_descriptors(self, batch: Batch) -> Batch:
+        """``batch`` with its descriptors and their derivatives attached.
+
+        Forces and stress from the cached batch are exact; second derivatives
+        of the descriptors are dropped, so it suits training on energies,
+        forces and stress at fixed positions, not Hessians or moving atoms.
+        """
+        batch = self.prepare(batch).without("descriptors", "descriptor_jacobian")
+        species = self.lookup[batch.numbers]
+        i, j = batch.edge_index
+        features, jacobian = self.acsf.with_jacobian(i, species[j], edge_vectors(batch),
+                                                     batch.n_total_atoms)
+        return batch.replace(descriptors=features, descriptor_jacobian=jacobian.transpose(1, 2))
 
     def atomic_energies(self, batch: Batch) -> torch.Tensor:
         species = self.lookup[batch.numbers]

@@ -72,7 +72,7 @@ class LossConfig:
 @dataclass
 class TrainingConfig:
     max_epochs: int = 1000
-    max_time: float | None = None  # seconds; stop cleanly when reached
+    max_time: float | None = None  # seconds from the start (data preparation included)
     batch_size: int = 8
     valid_batch_size: int = 32
     lr: float = 1.0e-3
@@ -92,6 +92,9 @@ class TrainingConfig:
     device: str = "cpu"
     ensemble: int = 1  # K members
     bootstrap: bool = False
+    # descriptors and their derivatives computed once per structure and kept
+    # in memory up to this size (GiB); 0 recomputes them every step
+    descriptor_cache_gib: float = 4.0
 
 
 @dataclass
@@ -170,6 +173,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("training.dtype", *_choice(DTYPES)),
     ("training.device", bool, "must not be empty"),
     ("training.ensemble", lambda v: v >= 1, "must be >= 1"),
+    ("training.descriptor_cache_gib", lambda v: v >= 0, "must be >= 0"),
     ("output", bool, "must not be empty"),
 ]
 

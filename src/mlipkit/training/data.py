@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from mlipkit.data.batch import Batch
 from mlipkit.data.io import read, read_rmd17
 from mlipkit.data.keys import LABEL_KEYS
 from mlipkit.errors import InvalidConfig, MissingLabel
+from mlipkit.models import BehlerParrinello
+from mlipkit.models.base import Potential
 from mlipkit.neighbors import attach_neighbors
 
 log = logging.getLogger(__name__)
@@ -51,3 +54,28 @@ def common_labels(batches: list[Batch], where: str) -> list[Batch]:
 def prepare(batches: list[Batch], cutoff: float, dtype: torch.dtype) -> list[Batch]:
     """Cast and attach neighbor lists, once, before any epoch."""
     return [attach_neighbors(b.to(dtype=dtype), cutoff) for b in batches]
+
+
+def cache_descriptors(model: Potential, batches: list[Batch], limit_gib: float,
+                      chunk: int = 32) -> list[Batch]:
+    """Attach descriptors and their derivatives to every structure, once, if
+    the model is descriptor-based and the cache fits in ``limit_gib``;
+    otherwise return ``batches`` unchanged (descriptors recomputed per step)."""
+    nets = [m for m in model.modules() if isinstance(m, BehlerParrinello)]
+    if len(nets) != 1 or limit_gib <= 0 or not batches:
+        return batches
+    net = nets[0]
+    itemsize = torch.finfo(net.dtype).bits // 8
+    size = sum(b.n_edges * 3 + b.n_total_atoms for b in batches) * net.acsf.n_features * itemsize
+    if size > limit_gib * 2**30:
+        log.info("descriptor cache would take %.1f GiB (> training.descriptor_cache_gib = %g); "
+                 "descriptors are recomputed every step", size / 2**30, limit_gib)
+        return batches
+    t0 = time.perf_counter()
+    out = []
+    for k in range(0, len(batches), chunk):
+        group = Batch.collate(batches[k : k + chunk])
+        out += net.cache_descriptors(group.to(net.device)).to(group.device).split()
+    log.info("descriptor cache: %.2f GiB for %d structures, built in %.1f s", size / 2**30,
+             len(batches), time.perf_counter() - t0)
+    return out

@@ -25,7 +25,13 @@ from mlipkit.models.checkpoint import load as load_model
 from mlipkit.models.checkpoint import save as save_model
 from mlipkit.models.ensemble import EnsemblePotential
 from mlipkit.training.config import RunConfig, save_config
-from mlipkit.training.data import common_labels, prepare, read_labelled, split_indices
+from mlipkit.training.data import (
+    cache_descriptors,
+    common_labels,
+    prepare,
+    read_labelled,
+    split_indices,
+)
 from mlipkit.training.distributed import from_environment
 from mlipkit.training.metrics import evaluate
 from mlipkit.training.plots import learning_curves, parity_plots
@@ -81,7 +87,7 @@ def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dic
     if ctx.is_main:
         save_config(config, out / "config.yaml")
     dtype = DTYPES[tc.dtype]
-    t0 = time.perf_counter()
+    start = t0 = time.perf_counter()
     sets = load_datasets(config)
     sets = {k: prepare(v, config.model.cutoff, dtype) for k, v in sets.items()}
     log.info("data: %d train, %d valid%s structures (neighbor lists built in %.1f s)",
@@ -93,11 +99,15 @@ def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dic
         seed = tc.seed + k
         train_set = _member_train_set(sets["train"], k, config)
         model = build_model(config.model, train_set, seed, dtype).to(tc.device)
+        if k == 0 and tc.loss.hessian == 0:  # same descriptors for every member
+            for name in ("train", "valid"):
+                sets[name] = cache_descriptors(model, sets[name], tc.descriptor_cache_gib)
+            train_set = _member_train_set(sets["train"], k, config)
         trainer = Trainer(model, [b.to(tc.device) for b in train_set],
                           [b.to(tc.device) for b in sets["valid"]], tc, directory, seed,
                           progress_bar=progress, context=ctx)
-        if resume:
-            trainer.restore()
+        if not (resume and trainer.restore()) and k == 0:
+            trainer.state.elapsed = time.perf_counter() - start  # max_time includes the setup
         trainer.fit(extra_info={"member": k})
         ctx.barrier()  # rank 0 has written the member's model file
         members.append(load_model(directory / "model.safetensors", device=tc.device))
