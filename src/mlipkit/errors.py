@@ -41,3 +41,8 @@ class InvalidConfig(MlipkitError, ValueError):
 
 class StressUndefined(MlipkitError, PropertyNotImplementedError):
     """Stress was asked for a structure that is not periodic in all directions."""
+
+
+class SimulationUnstable(MlipkitError, RuntimeError):
+    """A simulation guard tripped: non-finite values, a force above its limit,
+    atoms closer than allowed or an uncertainty above its limit."""

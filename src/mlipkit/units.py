@@ -35,9 +35,11 @@ bar = _ase.bar
 
 # Derived: ħ in eV·fs
 hbar = _ase._hbar / _ase._e * 1e15
+# 1 amu·Å²/fs² in eV (kinetic energy of momenta in amu·Å/fs), ≈ 103.64
+amu_A2_per_fs2 = _ase._amu * 1e10 / _ase._e
 
 __all__ = [
     "eV", "kcal_per_mol", "kJ_per_mol", "Hartree", "Rydberg", "meV",
     "Angstrom", "Bohr", "nm", "fs", "ps", "ase_time_per_fs",
-    "amu", "kB", "e", "GPa", "bar", "hbar",
+    "amu", "kB", "e", "GPa", "bar", "hbar", "amu_A2_per_fs2",
 ]

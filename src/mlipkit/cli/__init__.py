@@ -11,6 +11,7 @@ from mlipkit.errors import MlipkitError
 COMMANDS = {
     "train": "mlipkit.cli.train",
     "eval": "mlipkit.cli.evaluate",
+    "md": "mlipkit.cli.md",
 }
 
 

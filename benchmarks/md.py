@@ -1,0 +1,139 @@
+"""MD speed of the native engine against ASE's VelocityVerlet driving the same
+potential through the mlipkit calculator, measured in the same run.
+
+Potential: the default BPNN (+ZBL) architecture of `mlipkit train`, float32,
+CPU, built on EMT-labelled structures (timings do not depend on the weights).
+Cases: ethanol alone; 64 ethanol replicas in one batch (against ASE running
+ethanol alone, replica after replica); 4,000-atom fcc Cu. NVE at 0.5 fs from
+300 K; each timing is the median of ``--repeats`` runs of ``--steps`` steps.
+
+Prints one JSON line and writes benchmarks/results/md.json.
+
+    python benchmarks/md.py [--repeats 5] [--steps 200] [--cu-steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+from ase.build import bulk, molecule
+from ase.calculators.emt import EMT
+from ase.md.verlet import VelocityVerlet as AseVerlet
+
+import mlipkit
+from mlipkit import md
+from mlipkit.calculators import Calculator
+from mlipkit.data import from_atoms
+from mlipkit.training.config import ModelConfig
+from mlipkit.training.setup import build_model
+
+ROOT = Path(__file__).resolve().parent
+
+
+def model_for(atoms, seed=0):
+    """The default model architecture with statistics from rattled, EMT-labelled copies."""
+    frames = []
+    for k in range(8):
+        a = atoms.copy()
+        a.rattle(0.05, seed=k)
+        a.calc = EMT()
+        b = from_atoms(a)
+        frames.append(b.replace(energy=torch.tensor([a.get_potential_energy()],
+                                                    dtype=b.positions.dtype)))
+    return build_model(ModelConfig(), frames, seed, torch.float32)
+
+
+def median_rate(fn, steps: int, repeats: int) -> float:
+    """Median steps per second of fn(steps)."""
+    fn(min(steps, 5))  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(steps)
+        times.append(time.perf_counter() - t0)
+    return steps / statistics.median(times)
+
+
+def ase_rate(model, atoms, steps, repeats):
+    atoms = atoms.copy()
+    rng = np.random.default_rng(0)
+    state = md.initial_state(atoms, temperature=300, seed=int(rng.integers(1 << 30)),
+                             dtype=torch.float32)
+    atoms.set_momenta(state.momenta.double().numpy() / units.fs)
+    atoms.calc = Calculator(model)
+    dyn = AseVerlet(atoms, timestep=0.5 * units.fs)
+    return median_rate(dyn.run, steps, repeats)
+
+
+def native_rate(model, frames, steps, repeats):
+    state = md.initial_state(frames, temperature=300, seed=0, dtype=torch.float32)
+    ff = md.ForceField(model, skin=1.0)
+    integrator = md.VelocityVerlet()
+    holder = {"state": integrator.init(ff.evaluate(state))}
+
+    def run(n):
+        s = holder["state"]
+        for _ in range(n):
+            s = integrator.step(s, ff, 0.5)
+        holder["state"] = s
+
+    return median_rate(run, steps, repeats)
+
+
+def case(name, model, frames, steps, repeats, ase_baseline=None):
+    n_atoms = sum(len(a) for a in frames)
+    native = native_rate(model, frames, steps, repeats)
+    ase = ase_baseline if ase_baseline is not None else ase_rate(model, frames[0], steps,
+                                                                  repeats)
+    ase_atoms = len(frames[0])
+    result = {
+        "case": name, "atoms": n_atoms, "replicas": len(frames),
+        "native_steps_per_s": round(native, 2),
+        "native_atom_steps_per_s": round(native * n_atoms, 1),
+        "ase_steps_per_s": round(ase, 2),
+        "ase_atom_steps_per_s": round(ase * ase_atoms, 1),
+        "speedup_atom_steps": round(native * n_atoms / (ase * ase_atoms), 2),
+    }
+    print(json.dumps(result), flush=True)
+    return result, ase
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--cu-steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    ethanol = molecule("CH3CH2OH")
+    ethanol_model = model_for(ethanol)
+    alone, ase_ethanol = case("ethanol", ethanol_model, [ethanol], args.steps, args.repeats)
+    replicas, _ = case("ethanol_x64", ethanol_model, [ethanol] * 64, args.steps, args.repeats,
+                       ase_baseline=ase_ethanol)
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True) * (10, 10, 10)
+    copper, _ = case("cu_4000", model_for(cu), [cu], args.cu_steps, args.repeats)
+    record = {
+        "benchmark": "md", "timestep_fs": 0.5, "dtype": "float32", "integrator": "nve",
+        "cases": [alone, replicas, copper],
+        "mlipkit": mlipkit.__version__, "torch": torch.__version__, "threads": args.threads,
+        "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
+    }
+    line = json.dumps(record)
+    print(line)
+    out = ROOT / "results" / "md.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

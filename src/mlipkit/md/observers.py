@@ -1,0 +1,162 @@
+"""Observers, called every ``interval`` steps with the current state.
+
+Each writes as it goes (flushed), so an interrupted run keeps what it saw.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.io import write
+
+from mlipkit.errors import InvalidConfig
+from mlipkit.md.state import MDState
+from mlipkit.neighbors import neighbor_list
+from mlipkit.units import GPa
+
+
+class Observer:
+    def __init__(self, interval: int = 1) -> None:
+        if interval < 1:
+            raise InvalidConfig(f"observer interval must be >= 1, got {interval}")
+        self.interval = int(interval)
+
+    def __call__(self, state: MDState, integrator) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ThermoLog(Observer):
+    """CSV, one row per replica and call: step, time (fs), potential, kinetic,
+    total and conserved energy (eV), temperature (K), volume (Å³), pressure
+    (GPa) when stress is evaluated, largest force uncertainty (eV/Å) for
+    ensembles."""
+
+    COLUMNS = ["step", "time_fs", "replica", "epot", "ekin", "etot", "conserved",
+               "temperature", "volume", "pressure_gpa", "max_forces_std"]
+
+    def __init__(self, path: str | Path, interval: int = 10) -> None:
+        super().__init__(interval)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        self._fh = open(self.path, "a", newline="")
+        self._writer = csv.writer(self._fh)
+        if new:
+            self._writer.writerow(self.COLUMNS)
+
+    def __call__(self, state: MDState, integrator) -> None:
+        ekin = state.kinetic_energy()
+        cols = [state.energy, ekin, state.energy + ekin, integrator.conserved(state),
+                state.temperature(), state.volume()]
+        cols.append(state.pressure() / GPa if state.stress is not None else None)
+        std = state.outputs.get("forces_std")
+        if std is not None:
+            norm = torch.linalg.vector_norm(std, dim=-1)
+            cols.append(_replica_max(state, norm))
+        else:
+            cols.append(None)
+        values = [None if c is None else c.detach().cpu().double().numpy() for c in cols]
+        for b in range(state.n_replicas):
+            row = [state.step, f"{state.time:.3f}", b]
+            row += ["" if v is None else f"{v[b]:.10g}" for v in values]
+            self._writer.writerow(row)
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class Trajectory(Observer):
+    """Frames appended to ``<stem>_<replica>.extxyz`` (wrapped positions,
+    velocities as momenta, energy, forces)."""
+
+    def __init__(self, directory: str | Path, interval: int = 100, stem: str = "trajectory"
+                 ) -> None:
+        super().__init__(interval)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.stem = stem
+
+    def path(self, replica: int) -> Path:
+        return self.directory / f"{self.stem}_{replica}.extxyz"
+
+    def __call__(self, state: MDState, integrator) -> None:
+        for b, atoms in enumerate(state.to_atoms()):
+            write(self.path(b), atoms, format="extxyz", append=True)
+
+
+class RadialDistribution(Observer):
+    """g(r) of periodic replicas, averaged over calls and replicas, from all
+    pairs within ``r_max``."""
+
+    def __init__(self, r_max: float = 6.0, bins: int = 120, interval: int = 10) -> None:
+        super().__init__(interval)
+        self.edges = np.linspace(0.0, r_max, bins + 1)
+        self.counts = np.zeros(bins)
+        self.norm = 0.0
+
+    def __call__(self, state: MDState, integrator) -> None:
+        if not bool(state.batch.pbc.all()):
+            raise InvalidConfig("the radial distribution needs periodic replicas")
+        for atoms in state.to_atoms(wrap=False):
+            ei, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
+                                       self.edges[-1])
+            vec = atoms.positions[ei[1]] - atoms.positions[ei[0]] + shifts @ atoms.cell.array
+            self.counts += np.histogram(np.linalg.norm(vec, axis=1), self.edges)[0]
+            n = len(atoms)
+            self.norm += n * n / atoms.get_volume()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bin centres (Å) and g(r)."""
+        r = 0.5 * (self.edges[1:] + self.edges[:-1])
+        shell = 4.0 / 3.0 * np.pi * (self.edges[1:] ** 3 - self.edges[:-1] ** 3)
+        return r, self.counts / (shell * max(self.norm, 1e-300))
+
+
+class MeanSquaredDisplacement(Observer):
+    """MSD (Å²) from the start, per replica, from unwrapped positions."""
+
+    def __init__(self, interval: int = 10) -> None:
+        super().__init__(interval)
+        self.reference: torch.Tensor | None = None
+        self.times: list[float] = []
+        self.values: list[np.ndarray] = []
+
+    def __call__(self, state: MDState, integrator) -> None:
+        if self.reference is None:
+            self.reference = state.positions.detach().clone()
+        d2 = ((state.positions.detach() - self.reference) ** 2).sum(-1)
+        n = state.per_replica(torch.ones_like(d2))
+        self.times.append(state.time)
+        self.values.append((state.per_replica(d2) / n).cpu().double().numpy())
+
+
+class UncertaintyMonitor(Observer):
+    """The largest and mean force standard deviation (eV/Å) of an ensemble
+    potential over time, per replica."""
+
+    def __init__(self, interval: int = 10) -> None:
+        super().__init__(interval)
+        self.rows: list[tuple[float, np.ndarray, np.ndarray]] = []
+
+    def __call__(self, state: MDState, integrator) -> None:
+        std = state.outputs.get("forces_std")
+        if std is None:
+            raise InvalidConfig("the uncertainty monitor needs an ensemble potential")
+        norm = torch.linalg.vector_norm(std, dim=-1)
+        largest = _replica_max(state, norm)
+        mean = state.per_replica(norm) / state.per_replica(torch.ones_like(norm))
+        self.rows.append((state.time, largest.cpu().double().numpy(),
+                          mean.cpu().double().numpy()))
+
+
+def _replica_max(state: MDState, values: torch.Tensor) -> torch.Tensor:
+    """Largest of per-atom values [N] in each replica: [B]."""
+    out = values.new_full((state.n_replicas,), -torch.inf)
+    return out.scatter_reduce(0, state.system, values, "amax")
