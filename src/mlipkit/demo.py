@@ -33,8 +33,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import mlipkit
-from mlipkit import testing
+from mlipkit import md, testing
 from mlipkit.data import from_atoms, write_extxyz
+from mlipkit.md.plots import thermo_plot
 from mlipkit.training.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
 from mlipkit.training.run import train
 
@@ -97,23 +98,16 @@ def run_md(model, out: Path, duration_ps: float, seed: int = 1) -> dict:
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)
     drift, totals = testing.nve_energy_drift(model, atoms, temperature=600.0,
                                              duration_ps=duration_ps, seed=seed)
-    # an independent trajectory, sampled, to compare with the reference code
-    work = atoms.copy()
-    work.calc = mlipkit.Calculator(model)
-    rng = np.random.default_rng(seed)
-    _thermalize(work, 600.0, rng)
-    dyn = Langevin(work, 2 * units.fs, temperature_K=600.0, friction=0.02, rng=rng,
-                   fixcm=False)
-    e_model, e_ref, f_err = [], [], []
-    for _ in range(20):
-        dyn.run(25)
-        e_model.append(work.get_potential_energy() / len(work))
-        f_model = work.get_forces()
-        probe = work.copy()
-        probe.calc = EMT()
-        e_ref.append(probe.get_potential_energy() / len(work))
-        f_err.append(np.abs(probe.get_forces() - f_model).mean())
-    e_model, e_ref = np.array(e_model), np.array(e_ref)
+    # independent Langevin trajectories (4 replicas in one batch), sampled every
+    # 50 fs and re-evaluated by the reference code
+    check = _ReferenceCheck(interval=25)
+    state = md.initial_state([atoms] * 4, temperature=600.0, seed=seed, dtype=model.dtype)
+    md.simulate(state, md.Langevin(600.0, friction=0.02, seed=seed), md.ForceField(model),
+                timestep=2.0, steps=500, progress=False, directory=out / "md",
+                observers=[md.ThermoLog(out / "md" / "thermo.csv", interval=25), check])
+    thermo_plot(out / "md" / "thermo.csv", out / "md" / "thermo.png")
+    e_model = np.array(check.model_energy)  # [frames, replicas]
+    e_ref = np.array(check.reference_energy)
     offset = np.mean(e_model - e_ref)
     fig = Figure(figsize=(9, 3.5))
     FigureCanvasAgg(fig)
@@ -122,10 +116,10 @@ def run_md(model, out: Path, duration_ps: float, seed: int = 1) -> dict:
     ax[0].plot(t, (totals - totals[0]) * 1000 / len(atoms))
     ax[0].set(xlabel="time (ps)", ylabel="E_total - E_0 (meV/atom)",
               title=f"NVE with the trained model: drift {drift:.1e} eV/atom/ps")
-    ax[1].plot(e_ref * 1000, label="EMT (reference)", marker="o")
-    ax[1].plot((e_model - offset) * 1000, label="trained model (mean offset removed)",
+    ax[1].plot(e_ref[:, 0] * 1000, label="EMT (reference)", marker="o")
+    ax[1].plot((e_model[:, 0] - offset) * 1000, label="trained model (mean offset removed)",
                marker=".")
-    ax[1].set(xlabel="frame (every 50 fs, 600 K)", ylabel="energy (meV/atom)",
+    ax[1].set(xlabel="frame (every 50 fs, 600 K; replica 0)", ylabel="energy (meV/atom)",
               title="Langevin MD with the model, checked by EMT")
     ax[1].legend(fontsize=8)
     fig.tight_layout()
@@ -133,7 +127,28 @@ def run_md(model, out: Path, duration_ps: float, seed: int = 1) -> dict:
     return {"atoms": len(atoms), "nve_duration_ps": duration_ps,
             "nve_drift_eV_per_atom_per_ps": drift,
             "md_vs_emt_energy_mae_meV_per_atom": float(np.abs(e_model - e_ref).mean() * 1000),
-            "md_vs_emt_forces_mae_meV_per_A": float(np.mean(f_err) * 1000)}
+            "md_vs_emt_forces_mae_meV_per_A": float(np.mean(check.force_error) * 1000)}
+
+
+class _ReferenceCheck(md.Observer):
+    """Energies and forces of every replica from the model and from EMT."""
+
+    def __init__(self, interval: int) -> None:
+        super().__init__(interval)
+        self.model_energy, self.reference_energy, self.force_error = [], [], []
+
+    def __call__(self, state, integrator) -> None:
+        if state.step == 0:
+            return
+        model_e, ref_e = [], []
+        for atoms in state.to_atoms():
+            forces = atoms.arrays["forces"]
+            model_e.append(atoms.info["energy"] / len(atoms))
+            atoms.calc = EMT()
+            ref_e.append(atoms.get_potential_energy() / len(atoms))
+            self.force_error.append(np.abs(atoms.get_forces() - forces).mean())
+        self.model_energy.append(model_e)
+        self.reference_energy.append(ref_e)
 
 
 def main(argv=None) -> None:
@@ -206,12 +221,13 @@ def _markdown(s: dict, run_dir: Path) -> str:
         f" meV/Å, stress MAE {t['stress_mae'] * 1000:.2f} meV/Å³",
         f"- NVE, {md['atoms']} atoms, {md['nve_duration_ps']} ps at 1 fs: drift "
         f"{md['nve_drift_eV_per_atom_per_ps']:.1e} eV/atom/ps",
-        f"- Langevin MD at 600 K with the model, frames re-evaluated by EMT: energy MAE "
+        f"- Langevin MD at 600 K (4 replicas, 1 ps) with the model, frames re-evaluated by "
+        f"EMT: energy MAE "
         f"{md['md_vs_emt_energy_mae_meV_per_atom']:.2f} meV/atom, force MAE "
         f"{md['md_vs_emt_forces_mae_meV_per_A']:.1f} meV/Å",
         f"- trained forces vs finite differences: "
         f"{s['trained_model_checks']['forces_vs_finite_differences_eV_per_A']:.1e} eV/Å",
-        f"- figures: {run_dir}/plots/ (parity, learning curve), md.png",
+        f"- figures: {run_dir}/plots/ (parity, learning curve), md.png, md/thermo.png",
         f"- wall time {s['wall_time_s']} s", ""])
 
 

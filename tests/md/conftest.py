@@ -46,6 +46,26 @@ class LennardJones(Potential):
         return r.new_zeros(batch.n_total_atoms).index_add(0, i, 0.5 * pair)
 
 
+class NoInteraction(Potential):
+    """Zero energy: an ideal gas."""
+
+    type_name = "none_test"
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("_dtype_marker", torch.zeros(()))
+
+    def config(self):
+        return {"type": self.type_name}
+
+    @property
+    def capabilities(self):
+        return Capabilities(species=None, cutoff=0.5, dtype=self.dtype)
+
+    def atomic_energies(self, batch: Batch) -> torch.Tensor:
+        return 0.0 * batch.positions.sum(-1)
+
+
 def argon(repeat=2, a=5.40, seed=0, rattle=0.05):
     """fcc argon, 4·repeat³ atoms."""
     atoms = bulk("Ar", "fcc", a=a, cubic=True) * (repeat, repeat, repeat)

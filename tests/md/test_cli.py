@@ -71,3 +71,16 @@ def test_md_command_refuses_an_unstable_time_step(cu_model, tmp_path, capsys):
     assert main([*args, "--timestep", "10"]) == 2
     assert "is unstable for the stiffest mode" in capsys.readouterr().err
     assert main([*args, "--timestep", "5"]) == 0
+
+
+def test_md_command_converts_pressure_and_compressibility():
+    from types import SimpleNamespace
+
+    from mlipkit.cli.md import _integrator
+    from mlipkit.units import GPa
+
+    args = SimpleNamespace(ensemble="npt", temperature=300.0, pressure=2.0, tau=100.0,
+                           tau_p=1000.0, compressibility=0.01, seed=0, friction=0.01)
+    baro = _integrator(args)
+    assert baro.pressure == pytest.approx(2.0 * GPa)  # eV/Å³
+    assert baro.compressibility == pytest.approx(0.01 / GPa)

@@ -97,6 +97,27 @@ def test_verlet_list_equals_rebuilding_every_step(lj):
     torch.testing.assert_close(reused.momenta, fresh.momenta, rtol=0, atol=1e-9)
 
 
+def test_verlet_list_under_npt_equals_rebuilding_every_step(lj):
+    """The rebuild rule also holds while the cell breathes (stochastic cell
+    rescaling, deterministic for a fixed seed)."""
+    from mlipkit.md import StochasticCellRescaling
+    from mlipkit.units import GPa
+
+    results = []
+    for skin in (0.0, 0.5):
+        ff = ForceField(lj, skin=skin, stress=True)
+        baro = StochasticCellRescaling(300, pressure=0.0, tau=50, tau_p=100,
+                                       compressibility=1 / GPa, seed=3)
+        state = initial_state([argon(a=5.6, seed=1, rattle=0.2)], temperature=300, seed=1)
+        state = simulate(state, baro, ff, 5.0, 200, progress=False)
+        results.append((state, ff.neighbors.builds))
+    (fresh, _), (reused, builds) = results
+    assert 1 < builds < 150
+    assert abs(float(reused.volume()[0]) / (8 * 5.6**3) - 1) > 0.02  # the cell did change
+    torch.testing.assert_close(reused.positions, fresh.positions, rtol=0, atol=1e-9)
+    torch.testing.assert_close(reused.batch.cell, fresh.batch.cell, rtol=0, atol=1e-9)
+
+
 def _energy_drift(state, integrator, ff, steps, dt, every=20):
     """Largest slope (eV/atom/ps) of the conserved energy, the final state and
     the conserved energies per atom [samples, replicas]."""

@@ -98,23 +98,11 @@ def run(args) -> int:
     frames = frames if isinstance(frames, list) else [frames]
     if args.replicas < 1:
         raise ValueError("--replicas must be >= 1")
+    if args.keep_velocities and args.replicas > 1 and args.ensemble in ("nve",
+                                                                        "nvt-nose-hoover"):
+        log.warning("--keep-velocities with --replicas %d: %s is deterministic, so the copies "
+                    "of each frame follow the same trajectory", args.replicas, args.ensemble)
     frames = [a for a in frames for _ in range(args.replicas)]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    integrator = _integrator(args)
-    start_temperature = 0.0 if args.keep_velocities else args.temperature
-    state = md.initial_state(frames, temperature=start_temperature, seed=args.seed,
-                             fixed=args.fix or None, dtype=model.dtype, device=args.device)
-    ff = md.ForceField(model, skin=args.skin, stress=integrator.needs_stress)
-    observers = [md.ThermoLog(out / "thermo.csv", args.log_interval),
-                 md.Trajectory(out, args.traj_interval)]
-    guard = md.Guard(max_force=args.max_force, min_distance=args.min_distance,
-                     max_uncertainty=args.max_uncertainty)
-    rdf = md.RadialDistribution(args.rdf, interval=args.log_interval) if args.rdf else None
-    msd = md.MeanSquaredDisplacement(args.log_interval) if args.msd else None
-    uncertainty = md.UncertaintyMonitor(args.log_interval) \
-        if isinstance(model, EnsemblePotential) else None
-    observers += [o for o in (rdf, msd, uncertainty) if o is not None]
     summary = {}
     if args.check_stability:
         friction = args.friction if args.ensemble == "nvt-langevin" else 0.0
@@ -127,6 +115,21 @@ def run(args) -> int:
                                 f"{report.max_timestep:.2f} fs")
         log.info("stiffest mode %.0f cm^-1 (period %.1f fs); stable up to %.2f fs",
                  report.wavenumber_cm, report.period_fs, report.max_timestep)
+    integrator = _integrator(args)
+    start_temperature = 0.0 if args.keep_velocities else args.temperature
+    state = md.initial_state(frames, temperature=start_temperature, seed=args.seed,
+                             fixed=args.fix or None, dtype=model.dtype, device=args.device)
+    ff = md.ForceField(model, skin=args.skin, stress=integrator.needs_stress)
+    guard = md.Guard(max_force=args.max_force, min_distance=args.min_distance,
+                     max_uncertainty=args.max_uncertainty)
+    out = Path(args.out)
+    rdf = md.RadialDistribution(args.rdf, interval=args.log_interval) if args.rdf else None
+    msd = md.MeanSquaredDisplacement(args.log_interval) if args.msd else None
+    uncertainty = md.UncertaintyMonitor(args.log_interval) \
+        if isinstance(model, EnsemblePotential) else None
+    observers = [md.ThermoLog(out / "thermo.csv", args.log_interval),
+                 md.Trajectory(out, args.traj_interval),
+                 *[o for o in (rdf, msd, uncertainty) if o is not None]]
     t0 = time.perf_counter()
     state = md.simulate(state, integrator, ff, args.timestep, args.steps, observers=observers,
                         guard=guard, directory=out, progress=not args.quiet)

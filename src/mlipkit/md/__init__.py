@@ -18,6 +18,7 @@ from mlipkit.md.integrators import (
 )
 from mlipkit.md.observers import (
     MeanSquaredDisplacement,
+    Observer,
     RadialDistribution,
     ThermoLog,
     Trajectory,
@@ -29,6 +30,6 @@ from mlipkit.md.state import MDState, initial_state
 __all__ = [
     "MDState", "initial_state", "ForceField", "VerletList", "Guard", "Integrator",
     "VelocityVerlet", "Langevin", "Bussi", "NoseHooverChain", "StochasticCellRescaling",
-    "ThermoLog", "Trajectory", "RadialDistribution", "MeanSquaredDisplacement",
+    "Observer", "ThermoLog", "Trajectory", "RadialDistribution", "MeanSquaredDisplacement",
     "UncertaintyMonitor", "simulate",
 ]

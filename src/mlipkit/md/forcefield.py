@@ -15,10 +15,12 @@ from mlipkit.neighbors import attach_neighbors
 class VerletList:
     """A neighbor list at ``cutoff + skin``, rebuilt only when needed.
 
-    Every edge within the cutoff now was within ``cutoff + skin`` when the list
-    was built as long as no atom has moved more than ``skin / 2`` (edges
-    through periodic images also stretch with the cell, which is bounded by
-    the cell change times the largest image shift in the list).
+    With A = h₀⁻¹h the cell deformation since the build (identity without a
+    cell) and dᵢ = xᵢ − xᵢ⁰A each atom's displacement beyond it, every pair
+    vector is r = r⁰A + (dⱼ − dᵢ), so |r| ≥ σ_min(A)|r⁰| − 2 max|d|. A pair
+    left out of the list had |r⁰| ≥ cutoff + skin, so it is still beyond the
+    cutoff while 2 max|d| ≤ σ_min(A)(cutoff + skin) − cutoff; otherwise the
+    list is rebuilt. Without cell changes this is the usual half-skin rule.
     """
 
     def __init__(self, cutoff: float, skin: float = 1.0) -> None:
@@ -27,17 +29,22 @@ class VerletList:
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.builds = 0
         self._positions: torch.Tensor | None = None
-        self._cell: torch.Tensor | None = None
-        self._max_shift = 0.0
+        self._inverse_cell: torch.Tensor | None = None
+        self._full: torch.Tensor | None = None
 
     def update(self, batch: Batch) -> Batch:
         """``batch`` with a valid neighbor list: the old one if it still is."""
         if "edge_index" in batch and not self.needs_rebuild(batch):
             return batch
         batch = attach_neighbors(batch.without("edge_index", "shifts"), self.cutoff + self.skin)
-        self._positions, self._cell = batch.positions.detach().clone(), batch.cell.detach().clone()
-        shifts = batch.shifts
-        self._max_shift = float(shifts.abs().sum(-1).max()) if shifts.numel() else 0.0
+        self._positions = batch.positions.detach().clone()
+        cell = batch.cell.detach()
+        full = torch.linalg.det(cell).abs() > 0
+        eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
+        # replicas without a full cell never change it: A stays the identity
+        self._inverse_cell = torch.where(full.view(-1, 1, 1), torch.linalg.inv(
+            torch.where(full.view(-1, 1, 1), cell, eye)), torch.zeros_like(cell))
+        self._full = full
         self.builds += 1
         return batch
 
@@ -46,9 +53,16 @@ class VerletList:
             return True
         if self.skin == 0:
             return True
-        moved = torch.linalg.vector_norm(batch.positions - self._positions, dim=-1).max()
-        strain = torch.linalg.vector_norm(batch.cell - self._cell, dim=-1).max()
-        return bool(2.0 * moved + self._max_shift * strain > self.skin)
+        cell = batch.cell.detach()
+        eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
+        deform = torch.where(self._full.view(-1, 1, 1), self._inverse_cell @ cell, eye)
+        system = batch.system
+        mapped = torch.einsum("na,nab->nb", self._positions, deform[system])
+        moved = torch.linalg.vector_norm(batch.positions.detach() - mapped, dim=-1)
+        largest = moved.new_zeros(batch.n_structures).scatter_reduce(0, system, moved, "amax")
+        stretch = torch.linalg.svdvals(deform)[:, -1]
+        reach = stretch * (self.cutoff + self.skin) - self.cutoff
+        return bool((2.0 * largest > reach).any())
 
 
 class ForceField:

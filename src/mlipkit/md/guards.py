@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mlipkit.errors import SimulationUnstable
+from mlipkit.errors import InvalidConfig, SimulationUnstable
 from mlipkit.md.state import MDState
 from mlipkit.neighbors import edge_vectors
 
@@ -37,8 +37,8 @@ class Guard:
         if self.max_uncertainty is not None:
             std = state.outputs.get("forces_std")
             if std is None:
-                raise SimulationUnstable("max_uncertainty needs an ensemble potential "
-                                         "(one that predicts forces_std)")
+                raise InvalidConfig("max_uncertainty needs an ensemble potential "
+                                    "(one that predicts forces_std)")
             self._limit(state, "force uncertainty", torch.linalg.vector_norm(std, dim=-1),
                         self.max_uncertainty, "eV/Å")
         if self.min_distance is not None and state.batch.n_edges:

@@ -11,9 +11,9 @@ friction in 1/fs, relaxation times in fs, pressures in eV/Å³.
 - :class:`StochasticCellRescaling` — isotropic NPT (Bernetti & Bussi 2020) with a
   Bussi thermostat on the particles.
 
-Each integrator also gives ``conserved(state)``: the total energy plus what the
-thermostat has taken out (the "effective energy"), whose drift measures the
-integration error.
+Each integrator except the NPT one also gives ``conserved(state)``: the total
+energy plus what the thermostat has taken out (the "effective energy"), whose
+drift measures the integration error.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ class Integrator(abc.ABC):
     @abc.abstractmethod
     def step(self, state: MDState, ff: ForceField, dt: float) -> MDState: ...
 
-    def conserved(self, state: MDState) -> torch.Tensor:
-        """[B] eV: total energy plus the energy the thermostat has removed."""
+    def conserved(self, state: MDState) -> torch.Tensor | None:
+        """[B] eV: total energy plus the energy the thermostat has removed
+        (None where the integrator has no conserved quantity)."""
         heat = state.thermostat.get("heat", torch.zeros_like(state.energy))
         return state.energy + state.kinetic_energy() + heat
 
@@ -84,7 +85,7 @@ class _Thermostat(Integrator):
             raise InvalidConfig(f"temperature must be > 0 K, got {temperature}")
         self.temperature = float(temperature)
         self.kT = kB * self.temperature
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng([seed, 1])  # a stream apart from initial_state's
 
     def init(self, state: MDState) -> MDState:
         heat = state.thermostat.get("heat", torch.zeros_like(state.energy))
@@ -173,6 +174,8 @@ class NoseHooverChain(Integrator):
         return q
 
     def init(self, state: MDState) -> MDState:
+        if bool((state.degrees_of_freedom() < 1).any()):
+            raise InvalidConfig("a replica has no degrees of freedom to thermostat")
         if "xi" in state.thermostat:
             return state
         zeros = state.momenta.new_zeros(state.n_replicas, self.length)
@@ -225,7 +228,10 @@ class StochasticCellRescaling(Bussi):
     rescaling of the volume (Bernetti & Bussi 2020) towards ``pressure``.
 
     ``compressibility`` (1/(eV/Å³)) and ``tau_p`` (fs) set how fast the volume
-    relaxes; the sampled ensemble does not depend on them.
+    relaxes; the sampled ensemble does not depend on them. The volume
+    distribution is V^n exp(−βPV) with n set by the kinetic pressure: n = N − 1
+    when the centre-of-mass momentum is removed (an ideal gas then obeys
+    ⟨V⟩ = NkT/P exactly), n = N otherwise; the two differ by O(1/N).
     """
 
     def __init__(self, temperature: float, pressure: float = 0.0, tau: float = 100.0,
@@ -251,7 +257,8 @@ class StochasticCellRescaling(Bussi):
         volume = state.volume()
         internal = state.pressure()
         beta = self.compressibility
-        drift = -(beta / self.tau_p) * (self.pressure - internal - self.kT / volume) * dt
+        # Itô form in ε = ln V: the kT/V term of the volume equation cancels
+        drift = -(beta / self.tau_p) * (self.pressure - internal) * dt
         width = torch.sqrt(2.0 * self.kT * beta * dt / (self.tau_p * volume))
         eps = drift + width * self._normal(volume.shape, volume)
         mu = torch.exp(eps / 3.0)
@@ -267,7 +274,7 @@ class StochasticCellRescaling(Bussi):
         state = _kick(ff.evaluate(state), 0.5 * dt)
         return _advance(self._rescale(state, 0.5 * dt), dt)
 
-    def conserved(self, state: MDState) -> torch.Tensor:
-        """Not a conserved quantity here (the barostat's work is not tracked):
-        total energy plus the thermostat's heat plus P·V."""
-        return super().conserved(state) + self.pressure * state.volume()
+    def conserved(self, state: MDState) -> None:
+        """None: the barostat's work is not tracked, so there is no conserved
+        quantity to report."""
+        return None

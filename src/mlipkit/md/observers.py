@@ -35,7 +35,7 @@ class ThermoLog(Observer):
     """CSV, one row per replica and call: step, time (fs), potential, kinetic,
     total and conserved energy (eV), temperature (K), volume (Å³), pressure
     (GPa) when stress is evaluated, largest force uncertainty (eV/Å) for
-    ensembles."""
+    ensembles. ``conserved`` is empty for integrators without one (NPT)."""
 
     COLUMNS = ["step", "time_fs", "replica", "epot", "ekin", "etot", "conserved",
                "temperature", "volume", "pressure_gpa", "max_forces_std"]
@@ -44,16 +44,14 @@ class ThermoLog(Observer):
         super().__init__(interval)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists()
-        self._fh = open(self.path, "a", newline="")
+        self._fh = open(self.path, "w", newline="")  # a new run starts a new log
         self._writer = csv.writer(self._fh)
-        if new:
-            self._writer.writerow(self.COLUMNS)
+        self._writer.writerow(self.COLUMNS)
 
     def __call__(self, state: MDState, integrator) -> None:
         ekin = state.kinetic_energy()
         cols = [state.energy, ekin, state.energy + ekin, integrator.conserved(state),
-                state.temperature(), state.volume()]
+                state.temperature(), state.volume()]  # conserved may be None
         cols.append(state.pressure() / GPa if state.stress is not None else None)
         std = state.outputs.get("forces_std")
         if std is not None:
@@ -82,6 +80,8 @@ class Trajectory(Observer):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.stem = stem
+        for old in self.directory.glob(f"{stem}_*.extxyz"):  # frames of an earlier run
+            old.unlink()
 
     def path(self, replica: int) -> Path:
         return self.directory / f"{self.stem}_{replica}.extxyz"
@@ -120,7 +120,11 @@ class RadialDistribution(Observer):
 
 
 class MeanSquaredDisplacement(Observer):
-    """MSD (Å²) from the start, per replica, from unwrapped positions."""
+    """MSD (Å²) from the start, per replica, over the moving atoms, with the
+    replica's centre-of-mass displacement removed. Positions are unwrapped;
+    in periodic cells displacements are taken in fractional coordinates and
+    mapped with the current cell, so that cell rescaling (NPT) is not
+    counted as motion."""
 
     def __init__(self, interval: int = 10) -> None:
         super().__init__(interval)
@@ -129,12 +133,21 @@ class MeanSquaredDisplacement(Observer):
         self.values: list[np.ndarray] = []
 
     def __call__(self, state: MDState, integrator) -> None:
+        cell = state.batch.cell.detach()
+        periodic = state.batch.pbc.all(-1) & (torch.linalg.det(cell).abs() > 0)
+        eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
+        cell = torch.where(periodic.view(-1, 1, 1), cell, eye)[state.system]  # [N, 3, 3]
+        # fractional coordinates in periodic replicas, Cartesian otherwise
+        coords = torch.linalg.solve(cell.transpose(1, 2), state.positions.detach())
         if self.reference is None:
-            self.reference = state.positions.detach().clone()
-        d2 = ((state.positions.detach() - self.reference) ** 2).sum(-1)
-        n = state.per_replica(torch.ones_like(d2))
+            self.reference = coords.clone()
+        d = torch.einsum("na,nab->nb", coords - self.reference, cell)
+        moving = (~state.fixed).to(d.dtype)
+        count = state.per_replica(moving)
+        drift = d.new_zeros(state.n_replicas, 3).index_add(0, state.system, d * moving[:, None])
+        d = (d - (drift / count[:, None])[state.system]) * moving[:, None]
         self.times.append(state.time)
-        self.values.append((state.per_replica(d2) / n).cpu().double().numpy())
+        self.values.append((state.per_replica((d**2).sum(-1)) / count).cpu().double().numpy())
 
 
 class UncertaintyMonitor(Observer):

@@ -21,7 +21,7 @@ def thermo_plot(csv_path: str | Path, png_path: str | Path, max_lines: int = 8) 
         for row in csv.DictReader(fh):
             s = series[int(row["replica"])]
             for key in ("time_fs", "temperature", "epot", "conserved"):
-                s[key].append(float(row[key]))
+                s[key].append(float(row[key]) if row[key] else np.nan)
     panels = [("temperature", "temperature (K)"), ("epot", "potential energy (eV)"),
               ("conserved", "conserved energy (eV)")]
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 7), sharex=True)

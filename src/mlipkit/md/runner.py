@@ -67,6 +67,7 @@ def simulate(state: MDState, integrator: Integrator, forcefield: ForceField, tim
     except KeyboardInterrupt:
         if directory is not None:
             path = Path(directory) / "interrupted.extxyz"
+            path.parent.mkdir(parents=True, exist_ok=True)
             write(path, state.to_atoms(), format="extxyz")
             log.warning("interrupted at step %d; the last frame is in %s", state.step, path)
         raise

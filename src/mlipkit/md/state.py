@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from ase import Atoms
+from ase.constraints import FixAtoms
 
 from mlipkit.data.batch import Batch
 from mlipkit.data.convert import atoms_to_batch, to_atoms
@@ -136,8 +137,9 @@ def initial_state(structures: Atoms | Sequence[Atoms], temperature: float = 0.0,
     """Replicas from ase.Atoms with Maxwell–Boltzmann momenta at ``temperature``.
 
     Momenta already set on the Atoms are kept when ``temperature`` is 0.
-    ``fixed`` lists atom indices (within each replica) that never move; the
-    centre of mass is then not held still. Forces are not yet evaluated
+    ``fixed`` lists atom indices (within each replica) that never move, as do
+    atoms under an ASE ``FixAtoms`` constraint; the centre of mass is then not
+    held still. Forces are not yet evaluated
     (see :meth:`mlipkit.md.ForceField.evaluate`).
     """
     frames = [structures] if isinstance(structures, Atoms) else list(structures)
@@ -147,17 +149,20 @@ def initial_state(structures: Atoms | Sequence[Atoms], temperature: float = 0.0,
     masses = torch.tensor(np.concatenate([a.get_masses() for a in frames]), dtype=dtype,
                           device=device)
     fixed_mask = torch.zeros(batch.n_total_atoms, dtype=torch.bool, device=device)
-    if fixed:
-        start = 0
-        for a in frames:
-            idx = np.asarray(fixed, dtype=int)
-            if idx.min() < 0 or idx.max() >= len(a):
-                raise InvalidConfig(f"fixed atom indices must lie in 0..{len(a) - 1}")
-            fixed_mask[start + idx] = True
-            start += len(a)
+    start = 0
+    for a in frames:
+        idx = set(int(i) for i in fixed or ())
+        for c in a.constraints:  # ASE FixAtoms, e.g. POSCAR selective dynamics
+            if isinstance(c, FixAtoms):
+                idx.update(int(i) for i in c.get_indices())
+        if idx and (min(idx) < 0 or max(idx) >= len(a)):
+            raise InvalidConfig(f"fixed atom indices must lie in 0..{len(a) - 1}")
+        fixed_mask[[start + i for i in sorted(idx)]] = True
+        start += len(a)
+    if bool(fixed_mask.any()):
         remove_com = False
     if temperature > 0:
-        momenta = maxwell_boltzmann(masses, temperature, np.random.default_rng(seed))
+        momenta = maxwell_boltzmann(masses, temperature, np.random.default_rng([seed, 0]))
     else:
         momenta = torch.tensor(np.concatenate([a.get_momenta() for a in frames]) *
                                ase_time_per_fs, dtype=dtype, device=device)
