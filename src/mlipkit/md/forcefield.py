@@ -78,23 +78,24 @@ class ForceField:
         self.species = caps.species
         self.neighbors = VerletList(caps.cutoff, skin)
         self.stress = stress
-        self.evaluations = 0
 
     def evaluate(self, state: MDState) -> MDState:
         """The state with forces, energy (stress) for its current positions."""
+        builds = self.neighbors.builds
         batch = self.neighbors.update(state.batch)
-        if self.evaluations == 0:
+        if self.neighbors.builds != builds:  # new or moved structures: check them here
             check_species(batch.numbers, self.species)
             if batch.dtype != self.potential.dtype:
                 raise InvalidConfig(f"the state is {batch.dtype} but the potential is "
                                     f"{self.potential.dtype}; build the state with its dtype")
         if type(self.potential).forward is Potential.forward:
-            # checked once above: skip the per-call casting and species check
+            # checked above at every rebuild: skip the per-call casting and species check
             out = evaluate(self.potential, batch, forces=True, stress=self.stress)
         else:  # e.g. ensembles, which add their spread
             out = self.potential(batch, forces=True, stress=self.stress)
-        self.evaluations += 1
         forces = out["forces"].masked_fill(state.fixed.unsqueeze(-1), 0.0)
         extra = {k: v for k, v in out.items() if k.endswith("_std")}
-        return state.replace(batch=batch, forces=forces, energy=out["energy"].to(forces.dtype),
+        # the energy keeps the potential's output dtype (float64 reference energies
+        # of a float32 model), so energy sums stay precise in large systems
+        return state.replace(batch=batch, forces=forces, energy=out["energy"].detach(),
                              stress=out.get("stress"), outputs=extra)
