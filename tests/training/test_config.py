@@ -182,6 +182,7 @@ def test_missing_train_is_reported():
     ("training.optimizer=sgd", "training.optimizer", "'adam', 'adamw'"),
     ("training.scheduler=step", "training.scheduler", "'plateau', 'cosine', 'none'"),
     ("training.ensemble=0", "training.ensemble", ">= 1"),
+    ("training.descriptor_cache_gib=-1", "training.descriptor_cache_gib", ">= 0"),
     ("training.loss.forces=-1", "training.loss.forces", ">= 0"),
     ("model.cutoff=0", "model.cutoff", "> 0"),
     ("model.type=equivariant", "model.type", "'bpnn'"),
