@@ -146,7 +146,6 @@ class ACSF(nn.Module):
             terms = ga.unsqueeze(-1) * _monomials(unit, self.lmax).unsqueeze(-2)
             return gauss[..., :n_r], terms, ga * ga
 
-        values = None
         derivs = []
         for c in range(3):
             direction = torch.zeros_like(vec_pad)
