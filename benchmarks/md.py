@@ -21,7 +21,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase import units
 from ase.build import bulk, molecule
@@ -64,9 +63,7 @@ def median_rate(fn, steps: int, repeats: int) -> float:
 
 def ase_rate(model, atoms, steps, repeats):
     atoms = atoms.copy()
-    rng = np.random.default_rng(0)
-    state = md.initial_state(atoms, temperature=300, seed=int(rng.integers(1 << 30)),
-                             dtype=torch.float32)
+    state = md.initial_state(atoms, temperature=300, seed=0, dtype=torch.float32)
     atoms.set_momenta(state.momenta.double().numpy() / units.fs)
     atoms.calc = Calculator(model)
     dyn = AseVerlet(atoms, timestep=0.5 * units.fs)

@@ -219,31 +219,43 @@ def assert_batch_consistent(potential: Potential, structures: Sequence[Atoms],
     return worst
 
 
+def energy_drift(state, integrator, forcefield, steps: int, timestep: float, every: int = 10):
+    """Integrate ``steps`` steps and follow each replica's conserved energy.
+
+    Returns the final state, the drift of every replica (|slope| of a
+    least-squares line, eV/atom/ps) and the conserved energies per atom
+    [samples, replicas], sampled every ``every`` steps from the start.
+    """
+    state = integrator.init(forcefield.evaluate(state))
+    n_atoms = state.batch.n_atoms.cpu().double().numpy()
+    values, times = [], []
+    for k in range(steps + 1):
+        if k % every == 0:
+            values.append(integrator.conserved(state).detach().cpu().double().numpy() / n_atoms)
+            times.append(state.time / 1000.0)
+        if k < steps:
+            state = integrator.step(state, forcefield, timestep)
+    values = np.array(values)
+    if not np.all(np.isfinite(values)):
+        raise AssertionError("the run produced NaN or inf energies")
+    slopes = np.polyfit(np.array(times), values, 1)[0]
+    return state, np.abs(slopes), values
+
+
 def nve_energy_drift(potential: Potential, atoms: Atoms, temperature: float = 300.0,
                      timestep: float = 1.0, duration_ps: float = 10.0, seed: int = 0):
     """Run velocity Verlet (mlipkit's engine, which equals ASE's to round-off)
     from Maxwell–Boltzmann momenta and return (drift in eV/atom/ps, total
-    energies every 10 steps). The drift is the slope of a least-squares line
-    through the total energy.
+    energies every 10 steps).
     """
     from mlipkit.md import ForceField, VelocityVerlet, initial_state
 
     state = initial_state(atoms, temperature=temperature, seed=seed, dtype=potential.dtype,
                           device=potential.device)
-    forcefield, verlet = ForceField(potential), VelocityVerlet()
-    state = verlet.init(forcefield.evaluate(state))
-    n_steps = int(round(duration_ps * 1000 / timestep))
-    totals = [float(verlet.conserved(state)[0])]
-    for k in range(n_steps):
-        state = verlet.step(state, forcefield, timestep)
-        if (k + 1) % 10 == 0:
-            totals.append(float(verlet.conserved(state)[0]))
-    totals = np.array(totals)
-    if not np.all(np.isfinite(totals)):
-        raise AssertionError("NVE run produced NaN or inf energies")
-    t_ps = np.arange(len(totals)) * 10 * timestep / 1000
-    slope = np.polyfit(t_ps, totals, 1)[0]
-    return abs(slope) / len(atoms), totals
+    steps = int(round(duration_ps * 1000 / timestep))
+    _, drift, values = energy_drift(state, VelocityVerlet(), ForceField(potential), steps,
+                                    timestep)
+    return float(drift[0]), values[:, 0] * len(atoms)
 
 
 def assert_nve_conserves(potential: Potential, atoms: Atoms, max_drift: float = 5e-4,

@@ -27,10 +27,17 @@ class Guard:
     def check(self, state: MDState) -> None:
         """Raise :class:`SimulationUnstable` if any limit is exceeded."""
         for name, values in (("positions", state.positions), ("momenta", state.momenta),
-                             ("forces", state.forces), ("energy", state.energy)):
+                             ("forces", state.forces)):
             bad = ~torch.isfinite(values)
             if bool(bad.any()):
-                self._fail(state, f"non-finite {name}", _where(state, values, bad), None)
+                atom = int(torch.nonzero(bad)[0, 0])
+                replica, first = _locate(state, atom)
+                atom -= first
+                self._fail(state, f"non-finite {name}", f"replica {replica}, atom {atom}", None)
+        bad = ~torch.isfinite(state.energy)
+        if bool(bad.any()):
+            self._fail(state, "non-finite energy", f"replica {int(torch.nonzero(bad)[0, 0])}",
+                       None)
         if self.max_force is not None:
             norms = torch.linalg.vector_norm(state.forces, dim=-1)
             self._limit(state, "force", norms, self.max_force, "eV/Å")
@@ -71,10 +78,3 @@ def _locate(state: MDState, atom: int) -> tuple[int, int]:
     first = int(state.batch.n_atoms[:replica].sum())
     return replica, first
 
-
-def _where(state: MDState, values: torch.Tensor, bad: torch.Tensor) -> str:
-    if values.shape[0] == state.n_replicas and values.ndim == 1:
-        return f"replica {int(torch.nonzero(bad)[0, 0])}"
-    atom = int(torch.nonzero(bad)[0, 0])
-    replica, first = _locate(state, atom)
-    return f"replica {replica}, atom {atom - first}"

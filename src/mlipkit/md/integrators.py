@@ -149,7 +149,9 @@ class Bussi(_Thermostat):
         sign = np.sign(r1 + np.sqrt(c / ((1 - c) * ratio)))
         alpha = torch.from_numpy(sign * np.sqrt(np.maximum(alpha2, 0.0))).to(kinetic)
         alpha = torch.where(kinetic > 0, alpha, torch.ones_like(alpha))
-        return self._add_heat(_scale_momenta(state, alpha), kinetic)
+        heat = state.thermostat["heat"] + kinetic * (1.0 - alpha * alpha)
+        state = _scale_momenta(state, alpha)
+        return state.replace(thermostat={**state.thermostat, "heat": heat})
 
     def step(self, state: MDState, ff: ForceField, dt: float) -> MDState:
         state = self._rescale(state, 0.5 * dt)

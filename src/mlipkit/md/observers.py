@@ -5,6 +5,7 @@ Each writes as it goes (flushed), so an interrupted run keeps what it saw.
 
 from __future__ import annotations
 
+import abc
 import csv
 from pathlib import Path
 
@@ -18,17 +19,19 @@ from mlipkit.neighbors import neighbor_list
 from mlipkit.units import GPa
 
 
-class Observer:
+class Observer(abc.ABC):
+    """Base: ``__call__(state, integrator)`` every ``interval`` steps, ``close()`` at the end."""
+
     def __init__(self, interval: int = 1) -> None:
         if interval < 1:
             raise InvalidConfig(f"observer interval must be >= 1, got {interval}")
         self.interval = int(interval)
 
-    def __call__(self, state: MDState, integrator) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, state: MDState, integrator) -> None: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional hook; most observers hold no files
+        """Release files; called once when the run ends."""
 
 
 class ThermoLog(Observer):
@@ -54,11 +57,8 @@ class ThermoLog(Observer):
                 state.temperature(), state.volume()]  # conserved may be None
         cols.append(state.pressure() / GPa if state.stress is not None else None)
         std = state.outputs.get("forces_std")
-        if std is not None:
-            norm = torch.linalg.vector_norm(std, dim=-1)
-            cols.append(_replica_max(state, norm))
-        else:
-            cols.append(None)
+        cols.append(None if std is None else
+                    state.replica_max(torch.linalg.vector_norm(std, dim=-1)))
         values = [None if c is None else c.detach().cpu().double().numpy() for c in cols]
         for b in range(state.n_replicas):
             row = [state.step, f"{state.time:.3f}", b]
@@ -104,13 +104,16 @@ class RadialDistribution(Observer):
     def __call__(self, state: MDState, integrator) -> None:
         if not bool(state.batch.pbc.all()):
             raise InvalidConfig("the radial distribution needs periodic replicas")
-        for atoms in state.to_atoms(wrap=False):
-            ei, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc,
-                                       self.edges[-1])
-            vec = atoms.positions[ei[1]] - atoms.positions[ei[0]] + shifts @ atoms.cell.array
+        positions = state.positions.detach().cpu().double().numpy()
+        cells = state.batch.cell.detach().cpu().double().numpy()
+        start = 0
+        for cell, n in zip(cells, state.batch.n_atoms.tolist()):
+            x = positions[start : start + n]
+            start += n
+            ei, shifts = neighbor_list(x, cell, np.ones(3, dtype=bool), self.edges[-1])
+            vec = x[ei[1]] - x[ei[0]] + shifts @ cell
             self.counts += np.histogram(np.linalg.norm(vec, axis=1), self.edges)[0]
-            n = len(atoms)
-            self.norm += n * n / atoms.get_volume()
+            self.norm += n * n / abs(np.linalg.det(cell))
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Bin centres (Å) and g(r)."""
@@ -163,13 +166,8 @@ class UncertaintyMonitor(Observer):
         if std is None:
             raise InvalidConfig("the uncertainty monitor needs an ensemble potential")
         norm = torch.linalg.vector_norm(std, dim=-1)
-        largest = _replica_max(state, norm)
+        largest = state.replica_max(norm)
         mean = state.per_replica(norm) / state.per_replica(torch.ones_like(norm))
         self.rows.append((state.time, largest.cpu().double().numpy(),
                           mean.cpu().double().numpy()))
 
-
-def _replica_max(state: MDState, values: torch.Tensor) -> torch.Tensor:
-    """Largest of per-atom values [N] in each replica: [B]."""
-    out = values.new_full((state.n_replicas,), -torch.inf)
-    return out.scatter_reduce(0, state.system, values, "amax")

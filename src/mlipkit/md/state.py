@@ -67,6 +67,11 @@ class MDState:
         """Sum per-atom values [N] over each replica: [B]."""
         return values.new_zeros(self.n_replicas).index_add(0, self.system, values)
 
+    def replica_max(self, values: torch.Tensor) -> torch.Tensor:
+        """Largest of per-atom values [N] in each replica: [B]."""
+        out = values.new_full((self.n_replicas,), -torch.inf)
+        return out.scatter_reduce(0, self.system, values, "amax")
+
     def kinetic_energy(self) -> torch.Tensor:
         """[B] eV."""
         ke = (self.momenta**2).sum(-1) / (2.0 * self.masses)
@@ -92,8 +97,9 @@ class MDState:
         kinetic = 2.0 * self.kinetic_energy() / (3.0 * self.volume())
         return kinetic - torch.diagonal(self.stress, dim1=1, dim2=2).sum(-1) / 3.0
 
-    def to_atoms(self, wrap: bool = True) -> list[Atoms]:
-        """One ase.Atoms per replica with momenta, energy and forces."""
+    def to_atoms(self) -> list[Atoms]:
+        """One ase.Atoms per replica (positions wrapped into periodic cells)
+        with momenta, energy and forces."""
         frames = to_atoms(self.batch.without("edge_index", "shifts"))
         start = 0
         for b, atoms in enumerate(frames):
@@ -107,7 +113,7 @@ class MDState:
             atoms.info["md_step"] = self.step
             atoms.info["md_time_fs"] = self.time
             atoms.arrays["forces"] = self.forces[sl].detach().cpu().double().numpy()
-            if wrap and atoms.pbc.any():
+            if atoms.pbc.any():
                 atoms.wrap()
         return frames
 
@@ -120,13 +126,10 @@ def com_free(momenta: torch.Tensor, masses: torch.Tensor, system: torch.Tensor,
     return momenta - masses.unsqueeze(-1) * (total / mass.unsqueeze(-1))[system]
 
 
-def maxwell_boltzmann(masses: torch.Tensor, temperature: float | torch.Tensor,
-                      rng: np.random.Generator, system: torch.Tensor | None = None) -> torch.Tensor:
-    """Momenta [N, 3] drawn at ``temperature`` K (a number or one per replica)."""
-    t = torch.as_tensor(temperature, dtype=masses.dtype, device=masses.device)
-    if t.ndim == 1:
-        t = t[system]
-    sigma = torch.sqrt(masses * kB * t / amu_A2_per_fs2).unsqueeze(-1)
+def maxwell_boltzmann(masses: torch.Tensor, temperature: float,
+                      rng: np.random.Generator) -> torch.Tensor:
+    """Momenta [N, 3] drawn at ``temperature`` K."""
+    sigma = torch.sqrt(masses * kB * temperature / amu_A2_per_fs2).unsqueeze(-1)
     noise = torch.from_numpy(rng.standard_normal((masses.shape[0], 3)))
     return sigma * noise.to(masses)
 
