@@ -46,3 +46,11 @@ class StressUndefined(MlipkitError, PropertyNotImplementedError):
 class SimulationUnstable(MlipkitError, RuntimeError):
     """A simulation guard tripped: non-finite values, a force above its limit,
     atoms closer than allowed or an uncertainty above its limit."""
+
+
+class HessianUnavailable(MlipkitError, ValueError):
+    """An exact Hessian was asked of a calculator that cannot differentiate twice."""
+
+
+class PathMismatch(MlipkitError, ValueError):
+    """The end points of a reaction path do not hold the same atoms."""

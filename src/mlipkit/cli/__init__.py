@@ -12,6 +12,8 @@ COMMANDS = {
     "train": "mlipkit.cli.train",
     "eval": "mlipkit.cli.evaluate",
     "md": "mlipkit.cli.md",
+    "vib": "mlipkit.cli.vib",
+    "elastic": "mlipkit.cli.elastic",
 }
 
 

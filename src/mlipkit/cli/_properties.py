@@ -1,0 +1,54 @@
+"""Arguments and output shared by the property commands (vib, phonons, elastic, ...)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_common(parser, structure: bool = True) -> None:
+    parser.add_argument("model", help="model .safetensors file (or run folder), or an ASE "
+                        "calculator: emt, gfn2, gfn1, or package.module:Class{json kwargs}")
+    if structure:
+        parser.add_argument("structure", help="any file ASE reads (extxyz, cif, POSCAR, ...)")
+        parser.add_argument("--index", default="-1", help="frame of STRUCTURE (default: last)")
+    parser.add_argument("--reference", metavar="CALC",
+                        help="compute the same property with this calculator (same forms as "
+                        "MODEL) and report both with the errors")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                        help="precision of a mlipkit model (default float64)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", required=True, help="output folder for JSON and plots")
+
+
+def engines(args):
+    """(model calculator, reference calculator or None) from the common arguments."""
+    from mlipkit.properties.engines import engine
+
+    model = engine(args.model, dtype=args.dtype, device=args.device)
+    reference = engine(args.reference, dtype=args.dtype, device=args.device) \
+        if args.reference else None
+    return model, reference
+
+
+def structure(args):
+    from ase.io import read
+
+    atoms = read(args.structure, index=args.index)
+    if isinstance(atoms, list):
+        raise ValueError(f"--index {args.index!r} selects {len(atoms)} frames; give one")
+    return atoms
+
+
+def finish(args, name: str, result: dict) -> Path:
+    """Write ``out/NAME.json`` and print it (one line) unless --quiet."""
+    from mlipkit.properties.report import jsonable, write_json
+
+    path = write_json(Path(args.out) / f"{name}.json", result)
+    log.info("wrote %s", path)
+    if not args.quiet:
+        print(json.dumps(jsonable(result)))
+    return path
