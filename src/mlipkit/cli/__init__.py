@@ -13,6 +13,7 @@ COMMANDS = {
     "eval": "mlipkit.cli.evaluate",
     "md": "mlipkit.cli.md",
     "vib": "mlipkit.cli.vib",
+    "phonons": "mlipkit.cli.phonons",
     "elastic": "mlipkit.cli.elastic",
 }
 
