@@ -12,6 +12,7 @@ COMMANDS = {
     "train": "mlipkit.cli.train",
     "eval": "mlipkit.cli.evaluate",
     "md": "mlipkit.cli.md",
+    "neb": "mlipkit.cli.neb",
     "vib": "mlipkit.cli.vib",
     "phonons": "mlipkit.cli.phonons",
     "elastic": "mlipkit.cli.elastic",
