@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from ase.calculators.calculator import CalculatorError
+
 from mlipkit.errors import MlipkitError
 
 COMMANDS = {
@@ -16,6 +18,9 @@ COMMANDS = {
     "vib": "mlipkit.cli.vib",
     "phonons": "mlipkit.cli.phonons",
     "elastic": "mlipkit.cli.elastic",
+    "vacancy": "mlipkit.cli.vacancy",
+    "surface": "mlipkit.cli.surface",
+    "relax": "mlipkit.cli.relax",
 }
 
 
@@ -34,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return modules[args.command].run(args) or 0
-    except (MlipkitError, FileNotFoundError, ValueError, FloatingPointError) as exc:
+    except (MlipkitError, FileNotFoundError, ValueError, FloatingPointError,
+            CalculatorError) as exc:
         if args.debug:
             raise
         print(f"mlipkit {args.command}: error: {exc}", file=sys.stderr)

@@ -97,3 +97,39 @@ def eos_plot(model, n_atoms: int, path, reference=None) -> Path:
     ax.set_ylabel("E − E$_0$ per atom (eV)")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def vacancy_plot(model: dict, path, reference: dict | None = None) -> Path:
+    """Histogram of formation energies over sites (weighted by multiplicity);
+    a single site gives a bar chart."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for result, color, tag in ((model, "C0", "model"), (reference, "C1", "reference")):
+        if result is None:
+            continue
+        e = np.array([s["formation_energy_eV"] for s in result["sites"]])
+        w = np.array([s["multiplicity"] for s in result["sites"]])
+        ax.hist(e, bins=max(1, min(30, len(e))), weights=w, alpha=0.6, color=color,
+                label=f"{tag}: mean {result['mean_formation_energy_eV']:.3f} eV")
+    ax.set_xlabel("vacancy formation energy (eV)")
+    ax.set_ylabel("sites")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def surface_plot(model: dict, path, reference: dict | None = None) -> Path:
+    """Surface energy against slab thickness (convergence)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for result, style, tag in ((model, "o-", "model"), (reference, "s--", "reference")):
+        if result is None:
+            continue
+        n = [s["layers"] for s in result["slabs"]]
+        ax.plot(n, [s["surface_energy_J_m2"] for s in result["slabs"]], style,
+                label=f"{tag} (relaxed)")
+        ax.plot(n, [s["unrelaxed_surface_energy_J_m2"] for s in result["slabs"]], style,
+                alpha=0.4, label=f"{tag} (unrelaxed)")
+    h, k, l = model["miller"]
+    ax.set_title(f"({h}{k}{l}) surface", fontsize=10)
+    ax.set_xlabel("slab thickness (layers)")
+    ax.set_ylabel("surface energy (J/m$^2$)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
