@@ -15,7 +15,8 @@ from scipy.optimize import minimize_scalar
 
 from mlipkit.cli import main
 from mlipkit.errors import InvalidConfig, InvalidStructure
-from mlipkit.properties.phonons import compare_phonons, phonons, plot_bands
+from mlipkit.properties.phonons import compare_phonons, phonons
+from mlipkit.properties.plots import phonon_bands_plot
 
 # sqrt(eV/Å²/amu) as an angular frequency, in THz (cycles per ps)
 THZ = np.sqrt(units._e / units._amu) * 1e10 / (2.0 * np.pi * 1e12)
@@ -95,7 +96,7 @@ def test_tetragonal_cell_with_multi_letter_special_points(cu, cu_phonons, tmp_pa
         # phonopy 4 picks its own basis for this primitive cell; q refers to that basis
         expected = hand_frequencies(strained, r.special_points[name], r.primitive_cell)
         np.testing.assert_allclose(r.special_frequencies[name], expected, atol=2e-3)
-    assert plot_bands(r, tmp_path / "bands.png").stat().st_size > 0
+    assert phonon_bands_plot(r, tmp_path / "bands.png").stat().st_size > 0
     with pytest.raises(InvalidConfig, match="different crystals"):
         compare_phonons(r, cu_phonons)
 

@@ -52,7 +52,8 @@ def run(args) -> int:
 
     from mlipkit.errors import InvalidConfig
     from mlipkit.properties.engines import label
-    from mlipkit.properties.neb import check_end_points, neb, profile_plot, validate
+    from mlipkit.properties.neb import check_end_points, neb, validate
+    from mlipkit.properties.plots import neb_plot
 
     if args.reference_neb and not args.reference:
         raise InvalidConfig("--reference-neb needs a reference calculator: add --reference CALC")
@@ -72,7 +73,7 @@ def run(args) -> int:
     report = validate(result, reference, reference_result)
     if reference_result is not None:
         write(out / "reference_path.extxyz", reference_result.images, format="extxyz")
-    profile_plot(result, out / "neb.png",
+    neb_plot(result, out / "neb.png",
                  report["reference"]["profile"] if reference is not None else None,
                  model_label=label(model),
                  reference_label=f"{label(reference)} (reference)" if reference else "")

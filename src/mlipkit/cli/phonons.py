@@ -35,6 +35,7 @@ def run(args) -> int:
     from mlipkit.errors import InvalidConfig
     from mlipkit.properties import phonons as ph
     from mlipkit.properties.engines import label
+    from mlipkit.properties.plots import phonon_bands_plot, phonon_dos_plot, phonon_thermal_plot
 
     if args.tmax < SUMMARY_K:
         raise InvalidConfig(f"--tmax must be at least {SUMMARY_K:g} K, the temperature "
@@ -55,9 +56,9 @@ def run(args) -> int:
         result["reference_phonons"] = ph.summary(ref, SUMMARY_K)
         result["comparison"] = ph.compare_phonons(model, ref, SUMMARY_K)
     out = Path(args.out)
-    ph.plot_bands(model, out / "bands.png", ref)
-    ph.plot_dos(model, out / "dos.png", ref)
-    ph.plot_thermal(model, out / "thermal.png", ref)
+    phonon_bands_plot(model, out / "bands.png", ref)
+    phonon_dos_plot(model, out / "dos.png", ref)
+    phonon_thermal_plot(model, out / "thermal.png", ref)
     ph.write_csv(out, model, ref)
     common.finish(args, "phonons", result)
     return 0

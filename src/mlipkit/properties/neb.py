@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
-import matplotlib
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -24,9 +22,6 @@ from mlipkit.errors import InvalidConfig, PathMismatch
 from mlipkit.properties.engines import label
 from mlipkit.properties.relax import Relaxation, relax
 from mlipkit.properties.report import compare, criterion
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -343,29 +338,3 @@ def _figures(energies: np.ndarray, top: int) -> dict:
     return {"barrier_eV": float(energies[top]),
             "backward_barrier_eV": float(energies[top] - energies[-1]),
             "reaction_energy_eV": float(energies[-1])}
-
-
-def profile_plot(result: NEBResult, png_path: str | Path, reference: dict | None = None,
-                 model_label: str = "model", reference_label: str = "reference") -> Path:
-    """Energy (eV, relative to the initial state) against path length (Å): the
-    model solid, the reference dashed (``reference`` is ``validate``'s
-    ``report["reference"]["profile"]``); the climbing image and barrier marked."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(result.path, result.energies, "o-", lw=1.2, label=model_label)
-    if reference is not None:
-        ax.plot(reference["path_A"], reference["energies_eV"], "s--", lw=1.0, ms=4,
-                label=reference_label)
-    x, top = result.path[result.climbing], result.barrier
-    ax.plot([x], [top], "*", ms=14, color="C3", label="climbing image", zorder=3)
-    ax.annotate("", xy=(x, top), xytext=(x, 0.0),
-                arrowprops={"arrowstyle": "<->", "color": "0.4", "lw": 0.8})
-    ax.text(x, 0.5 * top, f"  {top:.3f} eV", va="center", fontsize=8)
-    ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
-    ax.set_xlabel("reaction coordinate, path length (Å)")
-    ax.set_ylabel("energy relative to initial state (eV)")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    png_path = Path(png_path)
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return png_path

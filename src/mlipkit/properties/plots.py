@@ -10,7 +10,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mlipkit.units import GPa  # noqa: E402
+from mlipkit.units import GPa, kB  # noqa: E402
 
 
 def _save(fig, path) -> Path:
@@ -133,3 +133,97 @@ def surface_plot(model: dict, path, reference: dict | None = None) -> Path:
     ax.set_ylabel("surface energy (J/m$^2$)")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def _pretty(name: str) -> str:
+    return "Γ" if name == "G" else name
+
+
+def _tick_labels(result) -> tuple[list[float], list[str]]:
+    """x positions of the segment ends and their names, 'U|K' at a jump."""
+    ticks, names = [float(result.band_distances[0][0])], [_pretty(result.segments[0][0])]
+    for k, (_, end) in enumerate(result.segments):
+        ticks.append(float(result.band_distances[k][-1]))
+        names.append(_pretty(end))
+        following = result.segments[k + 1][0] if k + 1 < len(result.segments) else end
+        if following != end:
+            names[-1] = f"{_pretty(end)}|{_pretty(following)}"
+    return ticks, names
+
+
+def phonon_bands_plot(model, path, reference=None) -> Path:
+    """Band structure: model solid, reference dashed, special points labelled."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for result, style, name in ((model, "-", "model"), (reference, "--", "reference")):
+        if result is None:
+            continue
+        color = "C0" if name == "model" else "C1"
+        for k, (x, f) in enumerate(zip(result.band_distances, result.band_frequencies)):
+            lines = ax.plot(x, f, style, color=color, lw=1.0)
+            if k == 0:  # one legend entry per calculator, not per branch
+                lines[0].set_label(name)
+    ticks, names = _tick_labels(model)
+    for x in ticks:
+        ax.axvline(x, color="0.7", lw=0.6)
+    ax.axhline(0.0, color="0.7", lw=0.6)
+    ax.set_xticks(ticks, names)
+    ax.set_xlim(ticks[0], ticks[-1])
+    ax.set_ylabel("frequency (THz)")
+    if reference is not None:
+        ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def phonon_dos_plot(model, path, reference=None) -> Path:
+    """Phonon density of states per atom."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(model.dos_frequencies, model.dos, "-", color="C0", lw=1.0, label="model")
+    if reference is not None:
+        ax.plot(reference.dos_frequencies, reference.dos, "--", color="C1", lw=1.0,
+                label="reference")
+    ax.set_xlabel("frequency (THz)")
+    ax.set_ylabel("DOS (states/THz/atom)")
+    if reference is not None:
+        ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def phonon_thermal_plot(model, path, reference=None) -> Path:
+    """F (meV/atom), S and C_v (k_B/atom) against T."""
+    panels = [("free_energy", 1000.0, "F (meV/atom)"), ("entropy", 1.0 / kB, "S (k$_B$/atom)"),
+              ("heat_capacity", 1.0 / kB, "C$_v$ (k$_B$/atom)")]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 7), sharex=True)
+    for ax, (key, scale, ylabel) in zip(axes, panels):
+        ax.plot(model.temperatures, getattr(model, key) * scale, "-", color="C0", lw=1.0,
+                label="model")
+        if reference is not None:
+            ax.plot(reference.temperatures, getattr(reference, key) * scale, "--", color="C1",
+                    lw=1.0, label="reference")
+        ax.set_ylabel(ylabel)
+    axes[-1].axhline(3.0, color="0.7", lw=0.6)  # Dulong–Petit
+    axes[-1].set_xlabel("temperature (K)")
+    if reference is not None:
+        axes[0].legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def neb_plot(result, png_path, reference: dict | None = None,
+             model_label: str = "model", reference_label: str = "reference") -> Path:
+    """Energy (eV, relative to the initial state) against path length (Å): the
+    model solid, the reference dashed (``reference`` is ``validate``'s
+    ``report["reference"]["profile"]``); the climbing image and barrier marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(result.path, result.energies, "o-", lw=1.2, label=model_label)
+    if reference is not None:
+        ax.plot(reference["path_A"], reference["energies_eV"], "s--", lw=1.0, ms=4,
+                label=reference_label)
+    x, top = result.path[result.climbing], result.barrier
+    ax.plot([x], [top], "*", ms=14, color="C3", label="climbing image", zorder=3)
+    ax.annotate("", xy=(x, top), xytext=(x, 0.0),
+                arrowprops={"arrowstyle": "<->", "color": "0.4", "lw": 0.8})
+    ax.text(x, 0.5 * top, f"  {top:.3f} eV", va="center", fontsize=8)
+    ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
+    ax.set_xlabel("reaction coordinate, path length (Å)")
+    ax.set_ylabel("energy relative to initial state (eV)")
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, png_path)
