@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import mlipkit
-from mlipkit.training.config import RunConfig, load_config
+from mlipkit.training.config import config_from_overrides, load_config
 from mlipkit.training.run import train
 
 ROOT = Path(__file__).resolve().parent
@@ -50,7 +50,7 @@ def main() -> None:
     if args.config:
         config = load_config(args.config, overrides)
     else:
-        config = load_config_from_defaults(overrides)
+        config = config_from_overrides(overrides)
     t0 = time.perf_counter()
     metrics = train(config, progress=False)
     wall = time.perf_counter() - t0
@@ -84,16 +84,6 @@ def main() -> None:
     result = ROOT / "results" / f"rmd17_{args.molecule}_{config.model.type}{tag}.json"
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_text(line + "\n")
-
-
-def load_config_from_defaults(overrides: list[str]) -> RunConfig:
-    """A RunConfig from the defaults plus overrides (no YAML file needed)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text("data: {train: placeholder.npz}\n")
-        return load_config(path, overrides)
 
 
 def _epochs(output: Path) -> int:

@@ -101,6 +101,16 @@ def test_tetragonal_cell_with_multi_letter_special_points(cu, cu_phonons, tmp_pa
         compare_phonons(r, cu_phonons)
 
 
+def test_same_crystal_at_another_lattice_constant_compares(cu, cu_phonons):
+    """Model and reference each at their own equilibrium: same path, other cell."""
+    expanded = cu.copy()
+    expanded.set_cell(cu.cell.array * 1.01, scale_atoms=True)
+    r = phonons(expanded, EMT(), supercell=(2, 2, 2), mesh=(6, 6, 6), progress=False)
+    errors = compare_phonons(r, cu_phonons)
+    assert errors["frequencies_THz"]["X"]["max_abs_error"] > 0.05  # softer when expanded
+    assert np.all(errors["frequencies_THz"]["X"]["error"] < 0)
+
+
 def test_conventional_cell_gives_the_same_phonons(cu, cu_phonons):
     cubic = bulk("Cu", "fcc", a=cu.cell.lengths()[0] * np.sqrt(2.0), cubic=True)
     found = phonons(cubic, EMT(), supercell=(2, 2, 2), mesh=(12, 12, 12), progress=False)

@@ -324,9 +324,12 @@ def compare_phonons(model: Phonons, reference: Phonons, temperature: float = 300
 
 
 def _same_path(a: Phonons, b: Phonons) -> bool:
-    """Same primitive cell and the same q-points along the band path."""
-    return (a.primitive_cell.shape == b.primitive_cell.shape
-            and np.allclose(a.primitive_cell, b.primitive_cell) and a.segments == b.segments
+    """The same band path in fractional coordinates: the same crystal at
+    possibly different lattice constants (each calculator's own equilibrium)."""
+    return (a.primitive_atoms == b.primitive_atoms and a.segments == b.segments
+            and a.special_points.keys() == b.special_points.keys()
+            and all(np.allclose(a.special_points[k], b.special_points[k], atol=1e-6)
+                    for k in a.special_points)
             and [q.shape for q in a.band_qpoints] == [q.shape for q in b.band_qpoints])
 
 

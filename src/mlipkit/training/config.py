@@ -225,6 +225,14 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> RunCo
     return RunConfig.from_dict(raw)
 
 
+def config_from_overrides(overrides: Iterable[str]) -> RunConfig:
+    """A run config from the defaults and ``dotted.key=value`` overrides alone
+    (``data.train=...`` is required); data paths relative to the current directory."""
+    raw = apply_overrides({}, overrides)
+    _absolute_data_paths(raw, Path.cwd())
+    return RunConfig.from_dict(raw)
+
+
 def save_config(config: RunConfig, path: str | os.PathLike) -> Path:
     """Write ``config`` as YAML (atomically) so that ``load_config(path) == config``.
 
