@@ -10,7 +10,9 @@ Everything runs on embedded defaults; no user data is needed:
 4. NVE molecular dynamics with the trained potential, its energy
    conservation, and EMT re-evaluated on those MD frames as a check that the
    potential stays accurate where its own dynamics goes;
-5. a finite-difference check of the trained model's forces.
+5. lattice constant, bulk modulus, elastic constants, vacancy formation energy
+   and phonons of the trained model against EMT's own (``mlipkit.properties``);
+6. a finite-difference check of the trained model's forces.
 
 Writes ``summary.json``, ``summary.md`` and PNG figures to ``--output``.
 """
@@ -130,6 +132,41 @@ def run_md(model, out: Path, duration_ps: float, seed: int = 1) -> dict:
             "md_vs_emt_forces_mae_meV_per_A": float(np.mean(check.force_error) * 1000)}
 
 
+def properties_vs_emt(model, out: Path) -> dict:
+    """Lattice constant, bulk modulus, elastic constants, vacancy formation
+    energy and phonons at X of the trained model and of EMT, each at its own
+    equilibrium, by the same code (``mlipkit.properties``)."""
+    from mlipkit.properties.defects import vacancy_energies
+    from mlipkit.properties.elastic import elastic_constants, equation_of_state
+    from mlipkit.properties.phonons import phonons
+    from mlipkit.properties.plots import eos_plot, phonon_bands_plot
+    from mlipkit.properties.relax import relax
+
+    figures, results = {}, {}
+    for name, calc in (("model", mlipkit.Calculator(model)), ("emt", EMT())):
+        cell = relax(bulk("Cu", "fcc", a=3.61, cubic=True), calc, fmax=1e-4, cell=True).atoms
+        a0 = float(cell.cell.lengths().mean())
+        cubic = bulk("Cu", "fcc", a=a0, cubic=True)
+        elastic = elastic_constants(cubic, calc)
+        eos = equation_of_state(cubic, calc)
+        vacancy = vacancy_energies(cubic.repeat(2), calc, fmax=1e-3, progress=False)
+        phonon = phonons(bulk("Cu", "fcc", a=a0), calc, supercell=(3, 3, 3), mesh=(8, 8, 8),
+                         progress=False)
+        figures[name] = (eos, phonon)
+        results[name] = {"lattice_constant_A": a0, "bulk_modulus_GPa": eos.bulk_modulus,
+                         "C11_GPa": elastic.C[0, 0], "C12_GPa": elastic.C[0, 1],
+                         "C44_GPa": elastic.C[3, 3],
+                         "vacancy_formation_eV": vacancy["mean_formation_energy_eV"],
+                         "phonon_X_max_THz": float(phonon.special_frequencies["X"].max())}
+    (out / "properties").mkdir(parents=True, exist_ok=True)
+    eos_plot(figures["model"][0], 4, out / "properties" / "eos.png", figures["emt"][0])
+    phonon_bands_plot(figures["model"][1], out / "properties" / "phonon_bands.png",
+                      figures["emt"][1])
+    return {key: {"model": float(value), "emt": float(results["emt"][key]),
+                  "error": float(value - results["emt"][key])}
+            for key, value in results["model"].items()}
+
+
 class _ReferenceCheck(md.Observer):
     """Energies and forces of every replica from the model and from EMT."""
 
@@ -163,14 +200,14 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     summary: dict = {}
 
-    log.info("1/5 labelling structures with EMT ...")
+    log.info("1/6 labelling structures with EMT ...")
     train_set, test_set = reference_data()
     write_extxyz(out / "data" / "train.xyz", train_set)
     write_extxyz(out / "data" / "test.xyz", test_set)
     summary["data"] = {"train_structures": len(train_set), "test_structures": len(test_set),
                        "reference": "ASE EMT", "seconds": round(time.perf_counter() - t0, 1)}
 
-    log.info("2/5 training a Behler-Parrinello potential for %.0f s ...", args.train_seconds)
+    log.info("2/6 training a Behler-Parrinello potential for %.0f s ...", args.train_seconds)
     run_dir = out / "run"
     config = RunConfig(
         data=DataConfig(train=str((out / "data" / "train.xyz").resolve()),
@@ -190,13 +227,16 @@ def main(argv=None) -> None:
     summary["test"] = {k: metrics["test"][k] for k in
                        ("n_structures", "energy_mae_per_atom", "forces_mae", "stress_mae")}
 
-    log.info("3/5 parity plots and learning curve are in %s/plots", run_dir)
+    log.info("3/6 parity plots and learning curve are in %s/plots", run_dir)
     model = mlipkit.load(run_dir / "model.safetensors").double()
 
-    log.info("4/5 molecular dynamics with the trained potential (%.1f ps NVE) ...", args.md_ps)
+    log.info("4/6 molecular dynamics with the trained potential (%.1f ps NVE) ...", args.md_ps)
     summary["md"] = run_md(model, out, args.md_ps)
 
-    log.info("5/5 finite-difference check of the trained forces ...")
+    log.info("5/6 properties of the trained model against EMT ...")
+    summary["properties_vs_emt"] = properties_vs_emt(model, out)
+
+    log.info("6/6 finite-difference check of the trained forces ...")
     probe = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
     probe.rattle(0.05, seed=3)
     summary["trained_model_checks"] = {
@@ -225,9 +265,14 @@ def _markdown(s: dict, run_dir: Path) -> str:
         f"EMT: energy MAE "
         f"{md['md_vs_emt_energy_mae_meV_per_atom']:.2f} meV/atom, force MAE "
         f"{md['md_vs_emt_forces_mae_meV_per_A']:.1f} meV/Å",
+        "- properties, trained model vs EMT (each at its own equilibrium): "
+        + "; ".join(f"{key.rsplit('_', 1)[0].replace('_', ' ')} {row['model']:.3f} vs "
+                    f"{row['emt']:.3f} {key.rsplit('_', 1)[1].replace('A', 'Å')}"
+                    for key, row in s["properties_vs_emt"].items()),
         f"- trained forces vs finite differences: "
         f"{s['trained_model_checks']['forces_vs_finite_differences_eV_per_A']:.1e} eV/Å",
-        f"- figures: {run_dir}/plots/ (parity, learning curve), md.png, md/thermo.png",
+        f"- figures: {run_dir}/plots/ (parity, learning curve), md.png, md/thermo.png, "
+        "properties/eos.png, properties/phonon_bands.png",
         f"- wall time {s['wall_time_s']} s", ""])
 
 

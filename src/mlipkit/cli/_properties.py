@@ -44,11 +44,29 @@ def structure(args):
 
 
 def finish(args, name: str, result: dict) -> Path:
-    """Write ``out/NAME.json`` and print it (one line) unless --quiet."""
+    """Write ``out/NAME.json``; unless --quiet print its scalar figures (one line)."""
     from mlipkit.properties.report import jsonable, write_json
 
     path = write_json(Path(args.out) / f"{name}.json", result)
     log.info("wrote %s", path)
     if not args.quiet:
-        print(json.dumps(jsonable(result)))
+        print(json.dumps({"report": str(path), **_scalars(jsonable(result))}))
     return path
+
+
+def _scalars(tree: dict, depth: int = 2) -> dict:
+    """The numbers, strings, booleans and short lists of numbers of a report,
+    nested dicts to ``depth`` levels; matrices, long arrays and per-site
+    records stay in the file."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and depth > 1:
+            inner = _scalars(value, depth - 1)
+            if inner:
+                out[key] = inner
+        elif isinstance(value, list):
+            if len(value) <= 64 and all(isinstance(v, (int, float)) for v in value):
+                out[key] = value
+        elif not isinstance(value, dict):
+            out[key] = value
+    return out

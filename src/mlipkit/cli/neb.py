@@ -74,9 +74,9 @@ def run(args) -> int:
     if reference_result is not None:
         write(out / "reference_path.extxyz", reference_result.images, format="extxyz")
     neb_plot(result, out / "neb.png",
-                 report["reference"]["profile"] if reference is not None else None,
-                 model_label=label(model),
-                 reference_label=f"{label(reference)} (reference)" if reference else "")
+             report["reference"]["profile"] if reference is not None else None,
+             model_label=label(model),
+             reference_label=f"{label(reference)} (reference)" if reference else "")
     finish(args, "neb", {
         "model": label(model), "reference": label(reference) if reference else None,
         "options": options, "neb": result.as_dict(),
