@@ -112,3 +112,15 @@ def test_bad_property_input_gets_a_clear_error(tmp_path, capsys):
         assert "periodic" in capsys.readouterr().err
     assert main(["vacancy", "emt", str(tmp_path / "water.xyz"), "--mu", "Cu", "--out",
                  str(tmp_path)]) == 2
+
+
+def test_unstable_stiffness_has_no_reuss_bound_and_empty_sites_are_refused(cu32):
+    from mlipkit.errors import InvalidConfig
+    from mlipkit.properties.elastic import moduli
+
+    c = np.diag([100.0, 100.0, 100.0, -5.0, 50.0, 50.0])  # a negative shear stiffness
+    m = moduli(c)
+    assert not m["mechanically_stable"] and np.isnan(m["bulk_modulus_reuss_GPa"])
+    assert m["bulk_modulus_voigt_GPa"] == pytest.approx(100.0 / 3)
+    with pytest.raises(InvalidConfig, match="no sites"):
+        vacancy_energies(cu32, EMT(), sites=[], progress=False)

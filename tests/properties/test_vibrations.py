@@ -125,3 +125,14 @@ def test_vib_cli_with_a_model_file_and_a_reference(tmp_path, capsys):
                  "exact"])
     assert code == 2
     assert "finite-difference" in capsys.readouterr().err
+
+
+def test_finite_difference_hessian_ignores_constraints(argon13):
+    from ase.constraints import FixAtoms
+
+    atoms, lj = argon13
+    fixed = atoms.copy()
+    fixed.set_constraint(FixAtoms(indices=[0, 1]))
+    free = hessian(atoms, Calculator(lj), method="fd")
+    np.testing.assert_allclose(hessian(fixed, Calculator(lj), method="fd"), free, atol=1e-12)
+    assert fixed.constraints  # the input keeps its constraint

@@ -24,6 +24,23 @@ def add_common(parser, structure: bool = True) -> None:
     parser.add_argument("--out", required=True, help="output folder for JSON and plots")
 
 
+def add_no_relax(parser) -> None:
+    parser.add_argument("--no-relax", action="store_true",
+                        help="keep the given cell (default: relax cell and positions with each "
+                        "calculator first, so that each is at its own equilibrium)")
+
+
+def equilibrium(atoms, calc, args):
+    """``atoms`` with cell and positions relaxed by ``calc`` unless --no-relax."""
+    if args.no_relax:
+        return atoms
+    from mlipkit.properties.elastic import require_periodic
+    from mlipkit.properties.relax import relax
+
+    require_periodic(atoms, f"mlipkit {args.command}")
+    return relax(atoms, calc, fmax=1e-4, cell=True).atoms
+
+
 def engines(args):
     """(model calculator, reference calculator or None) from the common arguments."""
     from mlipkit.properties.engines import engine

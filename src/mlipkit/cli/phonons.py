@@ -26,6 +26,7 @@ def add_arguments(parser) -> None:
                         help="highest temperature of the thermal properties, K (default 1000)")
     parser.add_argument("--no-symmetrize", dest="symmetrize", action="store_false",
                         help="keep the raw force constants (no acoustic sum rule)")
+    common.add_no_relax(parser)
     parser.add_argument("--primitive", choices=["auto", "input"], default="auto",
                         help="auto: phonopy finds the primitive cell by symmetry; input: "
                         "STRUCTURE's cell is the primitive cell (default auto)")
@@ -46,12 +47,12 @@ def run(args) -> int:
                    t_max=args.tmax, symmetrize=args.symmetrize,
                    primitive_matrix="auto" if args.primitive == "auto" else None,
                    progress=not args.quiet)
-    model = ph.phonons(atoms, calc, **options)
+    model = ph.phonons(common.equilibrium(atoms, calc, args), calc, **options)
     result = {"model": label(calc), "structure": atoms.get_chemical_formula(),
               **ph.summary(model, SUMMARY_K)}
     ref = None
     if reference is not None:
-        ref = ph.phonons(atoms, reference, **options)
+        ref = ph.phonons(common.equilibrium(atoms, reference, args), reference, **options)
         result["reference"] = label(reference)
         result["reference_phonons"] = ph.summary(ref, SUMMARY_K)
         result["comparison"] = ph.compare_phonons(model, ref, SUMMARY_K)

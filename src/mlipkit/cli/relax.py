@@ -39,18 +39,19 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     options = dict(fmax=args.fmax, steps=args.steps, cell=args.cell, pressure=args.pressure)
     t0 = time.perf_counter()
-    relaxed = relax(atoms, calc, optimizer=args.optimizer, trajectory=None, **options)
+    relaxed = relax(atoms, calc, optimizer=args.optimizer, **options)
     result = {"model": label(calc), "optimizer": args.optimizer, **relaxed.as_dict(),
               "wall_s": time.perf_counter() - t0}
     write(out / "relaxed.extxyz", relaxed.atoms, format="extxyz")
     if args.compare_optimizers:
-        runs = {}
+        runs = {args.optimizer: result_row(relaxed, result["wall_s"])}
         for name in OPTIMIZERS:
-            if name == "newton" and (args.cell or not isinstance(calc, MlipkitCalculator)):
-                continue  # positions only, and only with a model's exact Hessian
+            if name == args.optimizer or (name == "newton" and (
+                    args.cell or not isinstance(calc, MlipkitCalculator))):
+                continue  # done above; newton: positions only, with a model's exact Hessian
             t0 = time.perf_counter()
             r = relax(atoms, calc, optimizer=name, **options)
-            runs[name] = {**r.as_dict(), "wall_s": time.perf_counter() - t0}
+            runs[name] = result_row(r, time.perf_counter() - t0)
         result["optimizers"] = runs
     if reference is not None:
         ref = relax(atoms, reference, **options)
@@ -67,6 +68,10 @@ def run(args) -> int:
         }
     common.finish(args, "relax", result)
     return 0
+
+
+def result_row(relaxation, wall_s: float) -> dict:
+    return {**relaxation.as_dict(), "wall_s": wall_s}
 
 
 def _energy(atoms, calc) -> float:

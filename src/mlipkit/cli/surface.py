@@ -11,23 +11,22 @@ HELP = "surface energy from relaxed slabs, with its convergence in slab thicknes
 
 def add_arguments(parser) -> None:
     common.add_common(parser)
-    parser.add_argument("--miller", type=int, nargs=3, default=[1, 1, 1], metavar="H")
+    parser.add_argument("--miller", type=int, nargs=3, default=[1, 1, 1], metavar="H",
+                        help="Miller indices in the basis of BULK's cell: give the "
+                        "conventional cell (e.g. cubic fcc) for the usual planes")
     parser.add_argument("--layers", type=int, nargs="+", default=[3, 4, 5, 6, 7],
                         help="slab thicknesses in layers (default 3 4 5 6 7)")
     parser.add_argument("--vacuum", type=float, default=10.0, help="Å on each side")
-    parser.add_argument("--no-relax", action="store_true",
-                        help="keep the bulk cell as given (default: relax it first)")
+    common.add_no_relax(parser)
     parser.add_argument("--fmax", type=float, default=0.01, help="relaxation threshold, eV/Å")
 
 
 def compute(atoms, calc, args) -> dict:
-    from mlipkit.properties.relax import relax
     from mlipkit.properties.surfaces import surface_energies
 
-    if not args.no_relax:
-        atoms = relax(atoms, calc, fmax=min(args.fmax, 1e-3), cell=True).atoms
-    return surface_energies(atoms, calc, miller=tuple(args.miller), layers=args.layers,
-                            vacuum=args.vacuum, fmax=args.fmax, progress=not args.quiet)
+    return surface_energies(common.equilibrium(atoms, calc, args), calc,
+                            miller=tuple(args.miller), layers=args.layers, vacuum=args.vacuum,
+                            fmax=args.fmax, progress=not args.quiet)
 
 
 def run(args) -> int:

@@ -19,6 +19,7 @@ def add_arguments(parser) -> None:
                         help="chemical potential per element, e.g. Cu=-3.5 Ni=-4.4 (default: "
                         "the supercell's energy per atom, exact for a pure element)")
     parser.add_argument("--fmax", type=float, default=0.01, help="relaxation threshold, eV/Å")
+    common.add_no_relax(parser)
 
 
 def _chemical_potentials(items: list[str]) -> dict:
@@ -40,15 +41,17 @@ def run(args) -> int:
 
     calc, reference = common.engines(args)
     atoms = common.structure(args)
-    if args.repeat:
-        atoms = atoms.repeat(args.repeat)
+
+    def supercell(calc):
+        relaxed = common.equilibrium(atoms, calc, args)
+        return relaxed.repeat(args.repeat) if args.repeat else relaxed
     options = dict(sites=args.sites, chemical_potentials=_chemical_potentials(args.mu),
                    fmax=args.fmax, progress=not args.quiet)
-    model = vacancy_energies(atoms, calc, **options)
+    model = vacancy_energies(supercell(calc), calc, **options)
     result = {"model": label(calc), **model}
     ref = None
     if reference is not None:
-        ref = vacancy_energies(atoms, reference, **options)
+        ref = vacancy_energies(supercell(reference), reference, **options)
         result["reference"] = {"calculator": label(reference), **ref}
         keys = ("mean_formation_energy_eV", "std_formation_energy_eV",
                 "min_formation_energy_eV", "max_formation_energy_eV")

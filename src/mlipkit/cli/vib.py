@@ -6,6 +6,10 @@ from pathlib import Path
 
 from mlipkit.cli import _properties as common
 
+# Below this a mode counts as imaginary; finite differences leave soft modes
+# a few cm^-1 either side of zero.
+IMAGINARY_CM = -20.0
+
 HELP = "harmonic vibrational frequencies and normal modes, optionally against a reference"
 
 
@@ -41,8 +45,9 @@ def run(args) -> int:
         result["relaxation"] = relaxed.as_dict()
     h = hessian(atoms, calc, method=args.hessian, delta=args.delta)
     modes = normal_modes(h, atoms)
-    result.update(wavenumbers_cm=modes.wavenumbers, imaginary_modes=int((modes.eigenvalues < 0)
-                  .sum()), acoustic_sum_rule=acoustic_sum_rule(h))
+    result.update(wavenumbers_cm=modes.wavenumbers,
+                  imaginary_modes=int((modes.wavenumbers < IMAGINARY_CM).sum()),
+                  acoustic_sum_rule=acoustic_sum_rule(h))
     out = Path(args.out)
     frames = []
     for k, nu in enumerate(modes.wavenumbers):

@@ -71,6 +71,9 @@ def vacancy_energies(atoms: Atoms, calc, sites=None, chemical_potentials: dict |
         sites, weights = [c[0] for c in classes], [len(c) for c in classes]
     else:
         sites = [int(s) for s in sites]
+        if not sites:
+            raise InvalidConfig("no sites given; list the indices to remove, or give none "
+                                "to sample every distinct site")
         if any(not 0 <= s < len(atoms) for s in sites):
             raise InvalidConfig(f"sites must lie in 0..{len(atoms) - 1}")
         weights = [1] * len(sites)

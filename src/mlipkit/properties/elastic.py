@@ -95,8 +95,8 @@ def moduli(C: np.ndarray) -> dict:
         kr = 1 / (s[0, 0] + s[1, 1] + s[2, 2] + 2 * (s[0, 1] + s[1, 2] + s[0, 2]))
         gr = 15 / (4 * (s[0, 0] + s[1, 1] + s[2, 2]) - 4 * (s[0, 1] + s[1, 2] + s[0, 2])
                    + 3 * (s[3, 3] + s[4, 4] + s[5, 5]))
-    else:  # Reuss bounds need a positive-definite C
-        kr, gr = kv, gv
+    else:  # no Reuss bound (nor Hill average) without a positive-definite C
+        kr = gr = float("nan")
     k, g = 0.5 * (kv + kr), 0.5 * (gv + gr)
     return {"bulk_modulus_GPa": k, "shear_modulus_GPa": g,
             "bulk_modulus_voigt_GPa": kv, "bulk_modulus_reuss_GPa": kr,
@@ -112,7 +112,8 @@ def elastic_constants(atoms: Atoms, calc, strain: float = 0.005, points: int = 2
     each of the six strain components, ions relaxed in every strained cell.
 
     ``atoms`` should be at its equilibrium cell (see :func:`equation_of_state`
-    or ``relax(cell=True)``); a residual stress shifts every line but not its slope.
+    or ``relax(cell=True)``); a residual stress shifts every line and, to first order in the strain,
+    changes the slopes only slightly.
     """
     require_periodic(atoms, "elastic constants")
     if strain <= 0 or points < 1:

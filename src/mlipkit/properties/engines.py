@@ -38,7 +38,7 @@ def engine(spec: str, dtype: str = "float64", device: str = "cpu"):
     such as Hessians and elastic constants are differences of small numbers).
     """
     path = Path(spec)
-    if path.suffix == ".safetensors" or path.is_dir():
+    if spec.lower() not in BUILTIN and (path.suffix == ".safetensors" or path.is_dir()):
         from mlipkit.models.checkpoint import load
 
         model_file = path / "model.safetensors" if path.is_dir() else path
@@ -73,7 +73,11 @@ def engine(spec: str, dtype: str = "float64", device: str = "cpu"):
     cls = getattr(module, class_name, None)
     if cls is None:
         raise InvalidConfig(f"{module_name} has no {class_name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise InvalidConfig(f"{spec!r}: {class_name} does not take these arguments ({exc})") \
+            from None
 
 
 def label(calc) -> str:
@@ -110,6 +114,7 @@ def finite_difference_hessian(atoms: Atoms, calc, delta: float = 0.005) -> np.nd
     if delta <= 0:
         raise InvalidConfig(f"the displacement must be > 0 Å, got {delta}")
     work = attach(atoms, calc)
+    work.set_constraint()  # a full Hessian: constraints would zero rows, as autograd does not
     x0 = work.get_positions()
     n = len(work)
     h = np.zeros((3 * n, 3 * n))

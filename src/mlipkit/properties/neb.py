@@ -314,9 +314,10 @@ def _against_oracle(result: NEBResult, points: list[Atoms], oracle_neb: NEBResul
     else:
         source = "reference single points on the model's images"
         relative = oracle_energies - oracle_energies[0]
-        figures = _figures(relative, int(np.argmax(relative)))
+        figures = _figures(relative, int(np.argmax(relative[1:-1])) + 1)  # interior, as climbing
         profile = {"path_A": result.path, "energies_eV": relative}
-    rows = compare(_figures(result.energies, result.climbing), figures, figures)
+    rows = compare(_figures(result.energies, result.climbing), figures,
+                   ("barrier_eV", "backward_barrier_eV", "reaction_energy_eV"))
     barrier = rows["barrier_eV"]["relative_error"]
     criteria["barrier"] = criterion(np.inf if barrier is None else barrier, BARRIER_LIMIT,
                                     f"|barrier_model − barrier_ref| / barrier_ref, the "

@@ -33,7 +33,7 @@ class Relaxation:
 
 
 def relax(atoms: Atoms, calc, fmax: float = 0.01, steps: int = 1000, cell: bool = False,
-          optimizer: str = "bfgs", pressure: float = 0.0, trajectory=None) -> Relaxation:
+          optimizer: str = "bfgs", pressure: float = 0.0) -> Relaxation:
     """Relax a copy of ``atoms``; the input is never modified.
 
     ``cell=True`` also relaxes the cell (ASE's FrechetCellFilter) at
@@ -59,7 +59,7 @@ def relax(atoms: Atoms, calc, fmax: float = 0.01, steps: int = 1000, cell: bool 
 
         target = FrechetCellFilter(work, scalar_pressure=pressure * GPa) if cell else work
         opt = {"bfgs": BFGS, "lbfgs": LBFGS, "fire": FIRE}[optimizer](
-            target, logfile=None, trajectory=trajectory)
+            target, logfile=None)
         converged = bool(opt.run(fmax=fmax, steps=steps))
         n = opt.nsteps
     forces = work.get_forces()

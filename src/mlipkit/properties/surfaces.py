@@ -37,7 +37,6 @@ def surface_energies(bulk: Atoms, calc, miller=(1, 1, 1), layers=(3, 4, 5, 6, 7)
     rows = []
     for n in tqdm(layers, desc=f"slabs {miller}", disable=not progress):
         slab = surface(bulk, miller, n, vacuum=vacuum, periodic=False)
-        slab.pbc = (True, True, False)
         area = float(np.linalg.norm(np.cross(slab.cell[0], slab.cell[1])))
         unrelaxed = attach(slab, calc).get_potential_energy()
         r = relax(slab, calc, fmax=fmax, steps=steps)

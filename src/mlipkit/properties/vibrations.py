@@ -47,7 +47,6 @@ class Modes:
     eigenvalues: np.ndarray    # [M] of the mass-weighted Hessian, eV/Å²/amu, ascending
     vectors: np.ndarray        # [3N, M] orthonormal mass-weighted eigenvectors
     displacements: np.ndarray  # [M, N, 3] Cartesian normal modes, each of unit norm
-    basis: np.ndarray          # [3N, M] orthonormal basis of the internal space
 
     @property
     def wavenumbers(self) -> np.ndarray:
@@ -79,7 +78,7 @@ def normal_modes(hessian: np.ndarray, atoms: Atoms) -> Modes:
     vectors = basis @ small
     cart = vectors / np.repeat(np.sqrt(atoms.get_masses()), 3)[:, None]
     cart /= np.linalg.norm(cart, axis=0, keepdims=True)
-    return Modes(values, vectors, cart.T.reshape(-1, len(atoms), 3), basis)
+    return Modes(values, vectors, cart.T.reshape(-1, len(atoms), 3))
 
 
 def acoustic_sum_rule(hessian: np.ndarray) -> float:
