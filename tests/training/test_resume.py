@@ -114,7 +114,7 @@ def runs(tmp_path_factory):
         prev = out["damaged"] / "checkpoint.prev.safetensors"
         newest_epoch = checkpoint(newest)[1]["progress"]["epoch"]
         prev_epoch = checkpoint(prev)[1]["progress"]["epoch"]
-        assert prev_epoch == newest_epoch - 1 >= 1
+        assert 1 <= prev_epoch < newest_epoch  # newest - 2 if killed between the renames
         with open(newest, "r+b") as fh:
             fh.truncate(newest.stat().st_size // 2)
 

@@ -47,7 +47,12 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     ema_shadow: dict[str, torch.Tensor] | None, info: dict) -> Path:
-    """Write the checkpoint atomically, moving the previous one aside first."""
+    """Write the checkpoint atomically, keeping the previous one as PREVIOUS.
+
+    At every moment NAME holds a complete checkpoint (the old or the new one),
+    and PREVIOUS, when present, an older one: the old file gets a second name
+    by a hard link before NAME is replaced, and becomes PREVIOUS after.
+    """
     directory = Path(directory)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema_shadow is not None:
@@ -63,9 +68,13 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         target = directory / NAME
-        if target.exists():
-            os.replace(target, directory / PREVIOUS)
+        link = directory / (PREVIOUS + ".tmp")
+        if target.exists():  # a second name for the old file before NAME moves on
+            link.unlink(missing_ok=True)
+            os.link(target, link)
         os.replace(tmp, target)
+        if link.exists():
+            os.replace(link, directory / PREVIOUS)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
