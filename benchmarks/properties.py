@@ -47,7 +47,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 import mlipkit
 from mlipkit.properties.defects import vacancy_energies
-from mlipkit.properties.elastic import elastic_constants, equation_of_state
+from mlipkit.properties.elastic import elastic_constants, equation_of_state, strained
 from mlipkit.properties.engines import engine
 from mlipkit.properties.neb import neb, validate
 from mlipkit.properties.phonons import compare_phonons, phonons
@@ -99,12 +99,6 @@ def _label(atoms: Atoms, kind: str) -> Atoms:
     out.pbc = True
     out.info = {"config_type": kind}
     out.calc = SinglePointCalculator(out, **results)
-    return out
-
-
-def _strain(atoms: Atoms, eps: np.ndarray) -> Atoms:
-    out = atoms.copy()
-    out.set_cell(atoms.cell.array @ (np.eye(3) + eps).T, scale_atoms=True)
     return out
 
 
@@ -165,17 +159,18 @@ def generate(seed: int = 0) -> list[Atoms]:
     # bulk: equation of state, random strains, small rattles, MD
     for s in np.linspace(-0.04, 0.04, 17):
         for sigma in (0.01, 0.03):
-            frames.append(_label(_rattle(_strain(cell32, s * np.eye(3)), rng, sigma), "bulk_eos"))
+            frames.append(_label(_rattle(strained(cell32, s * np.eye(3)), rng, sigma),
+                                 "bulk_eos"))
     for _ in range(120):
         eps = _random_strain(rng, 0.03)
-        frames.append(_label(_rattle(_strain(cell32, eps), rng, rng.uniform(0.0, 0.05)),
+        frames.append(_label(_rattle(strained(cell32, eps), rng, rng.uniform(0.0, 0.05)),
                              "bulk_strain"))
     for sigma in np.linspace(0.005, 0.04, 30):
         frames.append(_label(_rattle(cell32, rng, sigma), "bulk_rattle"))
     for temperature in (100, 300, 600, 900, 1200):
         expand = 1.0 + 1.5e-5 * temperature  # roughly thermal expansion
         for _ in range(3):  # three cells per temperature, each slightly strained
-            start = _strain(cell32, (expand - 1) * np.eye(3) + _random_strain(rng, 0.01))
+            start = strained(cell32, (expand - 1) * np.eye(3) + _random_strain(rng, 0.01))
             frames += [_label(a, "bulk_md") for a in _md(start, rng, temperature, 10)]
 
     # vacancy (31 atoms): relaxed, rattled and strained, MD
@@ -185,11 +180,11 @@ def generate(seed: int = 0) -> list[Atoms]:
     frames.append(_label(vac, "vacancy"))
     for _ in range(40):
         eps = _random_strain(rng, 0.015)
-        frames.append(_label(_rattle(_strain(vac, eps), rng, rng.uniform(0.01, 0.06)),
+        frames.append(_label(_rattle(strained(vac, eps), rng, rng.uniform(0.01, 0.06)),
                              "vacancy"))
     for temperature in (300, 600, 900, 1200):
         for _ in range(2):
-            start = _strain(vac, _random_strain(rng, 0.01))
+            start = strained(vac, _random_strain(rng, 0.01))
             frames += [_label(a, "vacancy_md") for a in _md(start, rng, temperature, 10)]
 
     # vacancy hop: EMT's climbing-image band, midpoints between its images, rattles
@@ -206,7 +201,7 @@ def generate(seed: int = 0) -> list[Atoms]:
             frames.append(_label(_rattle(image, rng, sigma), "vacancy_hop"))
     for image in path[1:-1]:
         for s in (-0.01, 0.01):
-            frames.append(_label(_rattle(_strain(image, s * np.eye(3)), rng, 0.02),
+            frames.append(_label(_rattle(strained(image, s * np.eye(3)), rng, 0.02),
                                  "vacancy_hop"))
 
     # (111) slabs, fully periodic with vacuum: relaxed, rattled, strained in-plane, MD
@@ -220,7 +215,7 @@ def generate(seed: int = 0) -> list[Atoms]:
         for _ in range(4):
             eps = _random_strain(rng, 0.02)
             eps[2, :] = eps[:, 2] = 0.0  # keep the vacuum
-            frames.append(_label(_rattle(_strain(slab, eps), rng, 0.02), "surface111"))
+            frames.append(_label(_rattle(strained(slab, eps), rng, 0.02), "surface111"))
         for temperature in (300, 700, 1000):
             frames += [_label(a, "surface111_md") for a in _md(slab, rng, temperature, 5)]
     return frames

@@ -34,7 +34,7 @@ def equilibrium(atoms, calc, args):
     """``atoms`` with cell and positions relaxed by ``calc`` unless --no-relax."""
     if args.no_relax:
         return atoms
-    from mlipkit.properties.elastic import require_periodic
+    from mlipkit.properties.engines import require_periodic
     from mlipkit.properties.relax import relax
 
     require_periodic(atoms, f"mlipkit {args.command}")

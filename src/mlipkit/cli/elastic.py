@@ -23,7 +23,8 @@ def add_arguments(parser) -> None:
 
 def compute(atoms, calc, args) -> dict:
     """Relaxed cell, equation of state and elastic constants for one calculator."""
-    from mlipkit.properties.elastic import elastic_constants, equation_of_state, require_periodic
+    from mlipkit.properties.elastic import elastic_constants, equation_of_state
+    from mlipkit.properties.engines import require_periodic
     from mlipkit.properties.relax import relax
 
     require_periodic(atoms, "elastic")

@@ -13,10 +13,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from ase import Atoms
 
-from mlipkit.data.convert import from_atoms
 from mlipkit.errors import InvalidConfig
 from mlipkit.models.base import Potential
 from mlipkit.units import amu_A2_per_fs2
@@ -29,13 +27,11 @@ def largest_curvature(potential: Potential, atoms: Atoms, max_atoms: int = 300) 
     if len(atoms) > max_atoms:
         raise InvalidConfig(f"the full Hessian of {len(atoms)} atoms is too costly here "
                             f"(limit {max_atoms}); use a smaller cell of the same material")
-    batch = from_atoms(atoms, dtype=potential.dtype)
-    hessian = potential(batch, forces=False, hessian=True)["hessian"].detach().double()
-    inv_sqrt_m = 1.0 / torch.sqrt(torch.tensor(atoms.get_masses(), dtype=torch.float64))
-    w = inv_sqrt_m.repeat_interleave(3)
-    weighted = hessian.cpu() * w.unsqueeze(0) * w.unsqueeze(1)
-    weighted = 0.5 * (weighted + weighted.T)
-    return float(torch.linalg.eigvalsh(weighted)[-1]) / amu_A2_per_fs2
+    from mlipkit.properties.engines import potential_hessian
+    from mlipkit.properties.vibrations import mass_weighted
+
+    weighted = mass_weighted(potential_hessian(potential, atoms), atoms)
+    return float(np.linalg.eigvalsh(weighted)[-1]) / amu_A2_per_fs2
 
 
 def step_matrix(omega: float, timestep: float, friction: float = 0.0,

@@ -10,7 +10,7 @@ from ase.neighborlist import neighbor_list
 from tqdm.auto import tqdm
 
 from mlipkit.errors import InvalidConfig, InvalidStructure
-from mlipkit.properties.engines import attach
+from mlipkit.properties.engines import attach, require_periodic
 from mlipkit.properties.relax import relax
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,7 @@ def vacancy_energies(atoms: Atoms, calc, sites=None, chemical_potentials: dict |
     reservoir the removed atom goes to; by default E(N)/N, the exact choice
     for a pure element (for an alloy pass the elemental bulk energies).
     """
-    if not np.all(atoms.pbc):
-        raise InvalidStructure("a vacancy needs a periodic supercell; build one with "
-                               "atoms.repeat(...)")
+    require_periodic(atoms, "a vacancy (in a supercell: atoms.repeat(...))")
     if len(atoms) < 2:
         raise InvalidStructure("a vacancy needs a supercell of at least 2 atoms")
     if len(atoms) < 32:

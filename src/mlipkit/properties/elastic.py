@@ -9,17 +9,11 @@ from ase import Atoms
 
 from mlipkit.calculators import Calculator as MlipkitCalculator
 from mlipkit.errors import InvalidConfig, InvalidStructure
-from mlipkit.properties.engines import attach
+from mlipkit.properties.engines import attach, require_periodic
 from mlipkit.properties.relax import relax
 from mlipkit.units import GPa
 
 VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
-
-
-def require_periodic(atoms: Atoms, what: str) -> None:
-    if not np.all(atoms.pbc) or atoms.cell.rank < 3:
-        raise InvalidStructure(f"{what} needs a crystal: a cell periodic in all three directions "
-                               f"(got pbc={atoms.pbc.tolist()}); build or read a bulk structure")
 
 
 def strain_tensor(component: int, magnitude: float) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from ase import Atoms
 
 from mlipkit.calculators import Calculator as MlipkitCalculator
-from mlipkit.errors import HessianUnavailable, InvalidConfig
+from mlipkit.errors import HessianUnavailable, InvalidConfig, InvalidStructure
 
 BUILTIN = {
     "emt": ("ase.calculators.emt", "EMT", {}),
@@ -94,6 +94,25 @@ def attach(atoms: Atoms, calc) -> Atoms:
     return atoms
 
 
+def require_periodic(atoms: Atoms, what: str) -> None:
+    """Raise InvalidStructure unless ``atoms`` is a non-empty crystal: periodic
+    in all three directions with a cell of nonzero volume."""
+    if len(atoms) == 0 or not np.all(atoms.pbc) or atoms.cell.rank < 3:
+        raise InvalidStructure(f"{what} needs a crystal: a cell periodic in all three directions "
+                               f"(got {len(atoms)} atoms, pbc={atoms.pbc.tolist()}, cell rank "
+                               f"{atoms.cell.rank}); build or read a bulk structure")
+
+
+def potential_hessian(potential, atoms: Atoms) -> np.ndarray:
+    """∂²E/∂R∂R [3N, 3N] in eV/Å² of a mlipkit Potential, by automatic
+    differentiation, symmetrised, float64."""
+    from mlipkit.data.convert import from_atoms
+
+    batch = from_atoms(atoms, dtype=potential.dtype)
+    h = potential(batch, forces=False, hessian=True)["hessian"].detach().double().cpu().numpy()
+    return 0.5 * (h + h.T)
+
+
 def exact_hessian(atoms: Atoms, calc) -> np.ndarray:
     """∂²E/∂R∂R [3N, 3N] in eV/Å² by automatic differentiation of a mlipkit model."""
     if not isinstance(calc, MlipkitCalculator):
@@ -101,12 +120,7 @@ def exact_hessian(atoms: Atoms, calc) -> np.ndarray:
             f"{label(calc)} gives no analytic Hessian; use the finite-difference Hessian "
             "(method='fd', or --hessian fd on the command line)"
         )
-    from mlipkit.data.convert import from_atoms
-
-    potential = calc.potential
-    batch = from_atoms(atoms, dtype=potential.dtype)
-    h = potential(batch, forces=False, hessian=True)["hessian"].detach().double().cpu().numpy()
-    return 0.5 * (h + h.T)
+    return potential_hessian(calc.potential, atoms)
 
 
 def finite_difference_hessian(atoms: Atoms, calc, delta: float = 0.005) -> np.ndarray:

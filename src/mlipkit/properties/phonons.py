@@ -21,8 +21,8 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from mlipkit.errors import InvalidConfig, InvalidStructure
-from mlipkit.properties.engines import attach
+from mlipkit.errors import InvalidConfig
+from mlipkit.properties.engines import attach, require_periodic
 from mlipkit.properties.report import compare
 from mlipkit.units import kJ_per_mol
 
@@ -93,7 +93,7 @@ def phonons(atoms: Atoms, calc, supercell=(3, 3, 3), displacement: float = 0.01,
     ``symmetrize`` imposes the acoustic sum rule and index permutation symmetry
     on the force constants; the residual before it is kept either way.
     """
-    _check_crystal(atoms)
+    require_periodic(atoms, "phonons (a molecule has vibrations: mlipkit vib)")
     if displacement <= 0:
         raise InvalidConfig(f"the displacement must be > 0 Å, got {displacement}")
     if t_max <= 0 or t_step <= 0:
@@ -112,19 +112,6 @@ def phonons(atoms: Atoms, calc, supercell=(3, 3, 3), displacement: float = 0.01,
         log.warning("imaginary modes down to %.2f THz: the crystal is unstable for this "
                     "calculator, or the supercell is too small", result.lowest_frequency)
     return result
-
-
-def _check_crystal(atoms: Atoms) -> None:
-    if len(atoms) == 0:
-        raise InvalidStructure("the structure has no atoms")
-    if not atoms.pbc.all():
-        raise InvalidStructure(
-            f"phonons need a crystal periodic in all three directions, but "
-            f"{atoms.get_chemical_formula()} has pbc={atoms.pbc.tolist()}; give a bulk "
-            "structure with a cell and pbc=True (a molecule has vibrations, not phonons)")
-    if abs(atoms.cell.volume) < 1e-6:
-        raise InvalidStructure(f"the cell {atoms.cell.array.tolist()} has zero volume; give "
-                               "three independent lattice vectors")
 
 
 def _supercell_matrix(supercell) -> np.ndarray:

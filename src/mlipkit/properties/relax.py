@@ -10,8 +10,8 @@ import numpy as np
 from ase import Atoms
 from ase.constraints import FixAtoms
 
-from mlipkit.errors import InvalidConfig, InvalidStructure
-from mlipkit.properties.engines import attach, exact_hessian
+from mlipkit.errors import InvalidConfig
+from mlipkit.properties.engines import attach, exact_hessian, require_periodic
 from mlipkit.units import GPa
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,8 @@ def relax(atoms: Atoms, calc, fmax: float = 0.01, steps: int = 1000, cell: bool 
         raise InvalidConfig(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if fmax <= 0:
         raise InvalidConfig(f"fmax must be > 0 eV/Å, got {fmax}")
-    if cell and not np.all(atoms.pbc):
-        raise InvalidStructure("a cell relaxation needs a structure periodic in all three "
-                               "directions; relax positions only (cell=False)")
+    if cell:
+        require_periodic(atoms, "a cell relaxation (or relax positions only, cell=False)")
     work = attach(atoms, calc)
     if optimizer == "newton":
         if cell:

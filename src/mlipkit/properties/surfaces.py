@@ -8,8 +8,7 @@ from ase.build import surface
 from tqdm.auto import tqdm
 
 from mlipkit.errors import InvalidConfig
-from mlipkit.properties.elastic import require_periodic
-from mlipkit.properties.engines import attach
+from mlipkit.properties.engines import attach, require_periodic
 from mlipkit.properties.relax import relax
 
 J_PER_M2 = 16.02176634  # 1 eV/Å² in J/m²
