@@ -16,7 +16,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from ase.build import molecule
+from ase.build import bulk, molecule
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -303,3 +303,49 @@ def test_cosine_decay_follows_the_time_budget(tmp_path, data_dir, no_plots):
     assert all(b <= a for a, b in zip(logged, logged[1:]))
     # by max_epochs alone the lr would still be within 1e-6 of its start
     assert logged[-1] < 0.25 * lr
+
+
+def test_labels_on_some_structures_enter_their_own_terms(tmp_path):
+    """Bulk cells with stress, a slab and a cluster without: one mini-batch's
+    loss equals the weighted mean errors computed structure by structure, with
+    the stress term averaged over the labelled cells only."""
+    from ase.build import fcc111
+
+    from mlipkit.training.config import TrainingConfig
+    from mlipkit.training.data import cache_descriptors, label_groups, prepare
+    from mlipkit.training.trainer import Trainer
+    from tests.conftest import build_potential, triclinic_cu
+    from tests.training.conftest import cu_structures, emt_labelled
+
+    slab = fcc111("Cu", (2, 2, 3), a=3.6, vacuum=4.0)
+    slab.rattle(0.05, seed=1)
+    cluster = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cluster.pbc = False
+    cluster.rattle(0.05, seed=2)
+    chunk = [*cu_structures(2, seed=5), emt_labelled(slab), emt_labelled(cluster)]
+    assert ["stress" in b for b in chunk] == [True, True, False, False]
+    chunk = prepare(chunk, 4.0, torch.float64)
+    assert [len(g) for g in label_groups(chunk)] == [2, 2]
+    model = build_potential(["Cu"], [triclinic_cu(seed=6)], {"Cu": 0.0}, torch.float64)
+    tc = TrainingConfig(dtype="float64", ema=0.0)
+    tc.loss.energy, tc.loss.forces, tc.loss.stress = 1.0, 10.0, 50.0
+    trainer = Trainer(model, chunk, chunk, tc, tmp_path, seed=0, progress_bar=False)
+    _, parts, value = trainer._loss(chunk, training=True)
+    assert sum("stress" in out for out, _ in parts) == 1
+
+    e_err, f_err, s_err = [], [], []
+    for b in chunk:
+        out = model(b, forces=True, stress="stress" in b)
+        e_err.append(float((out["energy"] - b.energy) / b.n_atoms))
+        f_err.append((out["forces"] - b.forces).flatten())
+        if "stress" in b:
+            per_atom = torch.linalg.det(b.cell).abs() / b.n_atoms
+            s_err.append(((out["stress"] - b.stress) * per_atom).flatten())
+    terms = {"energy": np.mean(np.square(e_err)), "forces": float(torch.cat(f_err).pow(2).mean()),
+             "stress": float(torch.cat(s_err).pow(2).mean())}
+    expected = 1.0 * terms["energy"] + 10.0 * terms["forces"] + 50.0 * terms["stress"]
+    assert 50.0 * terms["stress"] > 0.01 * expected  # the stress term counts
+    assert value == pytest.approx(expected, rel=1e-10)
+    cached = cache_descriptors(model, chunk, limit_gib=1.0)  # collated across label sets
+    assert all("descriptor_jacobian" in b for b in cached)
+    assert trainer._loss(cached, training=True)[2] == pytest.approx(expected, rel=1e-10)

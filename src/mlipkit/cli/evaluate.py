@@ -26,7 +26,7 @@ def run(args) -> int:
     import torch
 
     from mlipkit.models.checkpoint import load
-    from mlipkit.training.data import common_labels, read_labelled
+    from mlipkit.training.data import check_labels, read_labelled
     from mlipkit.training.metrics import evaluate
     from mlipkit.training.plots import learning_curves, parity_plots
 
@@ -34,7 +34,7 @@ def run(args) -> int:
     model = load(source / "model.safetensors" if source.is_dir() else source)
     if args.dtype:
         model = model.to(getattr(torch, args.dtype))
-    data = common_labels(read_labelled(args.data, args.energy_key, args.forces_key,
+    data = check_labels(read_labelled(args.data, args.energy_key, args.forces_key,
                                        args.stress_key), args.data)
     metrics, predictions = evaluate(model, data, batch_size=args.batch_size,
                                     progress=not (args.json or args.quiet))

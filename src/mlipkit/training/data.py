@@ -39,16 +39,28 @@ def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
-def common_labels(batches: list[Batch], where: str) -> list[Batch]:
-    """Keep the labels every structure has; say which ones are dropped."""
+def check_labels(batches: list[Batch], where: str) -> list[Batch]:
+    """Require an energy for every structure; say which other labels only
+    some structures have (each loss term uses the structures that have it)."""
     present = {k: sum(k in b for b in batches) for k in LABEL_KEYS}
     if present["energy"] < len(batches):
         raise MissingLabel(f"{where}: {len(batches) - present['energy']} structures lack an energy")
-    drop = [k for k, c in present.items() if 0 < c < len(batches)]
-    for k in drop:
-        log.warning("%s: '%s' labels exist for %d of %d structures; they are not used",
-                    where, k, present[k], len(batches))
-    return [b.without(*drop) for b in batches] if drop else batches
+    for k, c in present.items():
+        if 0 < c < len(batches):
+            log.info("%s: '%s' labels exist for %d of %d structures; the %s term uses those",
+                     where, k, c, len(batches), k)
+    return batches
+
+
+def label_groups(batches: list[Batch]) -> list[list[Batch]]:
+    """Structures grouped by the labels they carry and by whether they are
+    periodic (stress is asked only of periodic ones), in order of appearance:
+    each group collates into one batch."""
+    groups: dict[tuple, list[Batch]] = {}
+    for b in batches:
+        key = (tuple(k for k in LABEL_KEYS if k in b), bool(b.pbc.all()))
+        groups.setdefault(key, []).append(b)
+    return list(groups.values())
 
 
 def prepare(batches: list[Batch], cutoff: float, dtype: torch.dtype) -> list[Batch]:
@@ -74,8 +86,11 @@ def cache_descriptors(model: Potential, batches: list[Batch], limit_gib: float,
     t0 = time.perf_counter()
     out = []
     for k in range(0, len(batches), chunk):
-        group = Batch.collate(batches[k : k + chunk])
-        out += net.cache_descriptors(group.to(net.device)).to(group.device).split()
+        part = batches[k : k + chunk]
+        group = Batch.collate([b.without(*LABEL_KEYS) for b in part])
+        cached = net.cache_descriptors(group.to(net.device)).to(group.device).split()
+        out += [c.replace(**{key: b[key] for key in LABEL_KEYS if key in b})
+                for c, b in zip(cached, part)]
     log.info("descriptor cache: %.2f GiB for %d structures, built in %.1f s", size / 2**30,
              len(batches), time.perf_counter() - t0)
     return out

@@ -27,7 +27,7 @@ from mlipkit.models.ensemble import EnsemblePotential
 from mlipkit.training.config import RunConfig, save_config
 from mlipkit.training.data import (
     cache_descriptors,
-    common_labels,
+    check_labels,
     prepare,
     read_labelled,
     split_indices,
@@ -58,10 +58,10 @@ def load_datasets(config: RunConfig) -> dict[str, list[Batch]]:
         raise MissingLabel(f"no training structure has forces under '{d.forces_key}'; name "
                            "the right key in data.forces_key, or set it to null to train on "
                            "energies only")
-    sets = {"train": common_labels(train, "training data"),
-            "valid": common_labels(valid, "validation data")}
+    sets = {"train": check_labels(train, "training data"),
+            "valid": check_labels(valid, "validation data")}
     if d.test:
-        sets["test"] = common_labels(read_labelled(d.test, **keys), "test data")
+        sets["test"] = check_labels(read_labelled(d.test, **keys), "test data")
     return sets
 
 

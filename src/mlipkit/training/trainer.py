@@ -25,6 +25,7 @@ from mlipkit.data.batch import Batch
 from mlipkit.models.base import Potential
 from mlipkit.models.checkpoint import save as save_model
 from mlipkit.training.checkpoint import load_checkpoint, save_checkpoint
+from mlipkit.training.data import label_groups
 from mlipkit.training.distributed import Context
 from mlipkit.training.ema import EMA
 from mlipkit.training.losses import loss_sums
@@ -71,7 +72,8 @@ class Trainer:
         self.progress_bar = progress_bar and self.ctx.is_main
         self.weights = {k: float(getattr(tc.loss, k)) for k in ("energy", "forces", "stress",
                                                                  "hessian")}
-        self.need = {k: self.weights[k] > 0 and all(k in b for b in train)
+        # derivatives the loss uses; each batch gets those its labels ask for
+        self.need = {k: self.weights[k] > 0 and any(k in b for b in train)
                      for k in ("forces", "stress", "hessian")}
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
@@ -110,27 +112,31 @@ class Trainer:
                 group["lr"] = self.tc.lr * factor
 
     def _forward(self, batch: Batch, training: bool) -> dict[str, torch.Tensor]:
-        stress = self.need["stress"] and bool(batch.pbc.all())
-        return self.model(batch, forces=self.need["forces"], stress=stress,
-                          hessian=self.need["hessian"], training=training)
+        want = {k: need and k in batch for k, need in self.need.items()}
+        want["stress"] = want["stress"] and bool(batch.pbc.all())
+        return self.model(batch, **want, training=training)
 
     def _loss(self, chunk: list[Batch], training: bool) -> tuple[torch.Tensor | None, dict, float]:
         """This rank's part of the global loss of ``chunk`` (all ranks' chunks
-        together form one global mini-batch), its outputs and its batch."""
-        local = self.ctx.shard(chunk)
-        sums, out, batch = {}, {}, None
-        if local:
-            batch = Batch.collate(local)
+        together form one global mini-batch), its (outputs, batch) pairs and the
+        global loss value."""
+        sums, parts = {}, []
+        # structures with different labels are evaluated as separate batches
+        for group in label_groups(self.ctx.shard(chunk)):
+            batch = Batch.collate(group)
             out = self._forward(batch, training=training)
-            sums = loss_sums(out, batch, self.weights, self.tc.loss.kind,
-                             self.tc.loss.huber_delta)
+            for k, (s, n) in loss_sums(out, batch, self.weights, self.tc.loss.kind,
+                                       self.tc.loss.huber_delta).items():
+                s0, n0 = sums.get(k, (0.0, 0))
+                sums[k] = (s0 + s, n0 + n)
+            parts.append((out, batch))
         names = sorted(k for k, w in self.weights.items() if w > 0)
         counts = dict(zip(names, self.ctx.sum([float(sums[k][1]) if k in sums else 0.0
                                                for k in names])))
         terms = [self.weights[k] * s / counts[k] for k, (s, _) in sums.items()]
         loss = sum(terms) if terms else None
         value = self.ctx.sum([float(loss.detach()) if loss is not None else 0.0])[0]
-        return loss, {"out": out, "batch": batch}, value
+        return loss, parts, value
 
     def train_epoch(self) -> float:
         self.model.train()
@@ -165,19 +171,17 @@ class Trainer:
             for chunk in _chunks(self.valid, self.tc.valid_batch_size):
                 _, parts, value = self._loss(chunk, training=False)
                 loss += value * len(chunk)
-                out, batch = parts["out"], parts["batch"]
-                if batch is None:
-                    continue
-                de = (out["energy"] - batch.energy.to(out["energy"].dtype)).abs()
-                local[0] += float(de.sum())
-                local[1] += float((de / batch.n_atoms).sum())
-                local[4] += batch.n_structures
-                if "forces" in out and "forces" in batch:
-                    local[2] += float((out["forces"] - batch.forces).abs().sum())
-                    local[5] += batch.forces.numel()
-                if "stress" in out and "stress" in batch:
-                    local[3] += float((out["stress"] - batch.stress).abs().sum())
-                    local[6] += batch.stress.numel()
+                for out, batch in parts:
+                    de = (out["energy"] - batch.energy.to(out["energy"].dtype)).abs()
+                    local[0] += float(de.sum())
+                    local[1] += float((de / batch.n_atoms).sum())
+                    local[4] += batch.n_structures
+                    if "forces" in out and "forces" in batch:
+                        local[2] += float((out["forces"] - batch.forces).abs().sum())
+                        local[5] += batch.forces.numel()
+                    if "stress" in out and "stress" in batch:
+                        local[3] += float((out["stress"] - batch.stress).abs().sum())
+                        local[6] += batch.stress.numel()
         e, e_atom, f, s, n_struct, n_force, n_stress = self.ctx.sum(local)
         result = {"valid_loss": loss / len(self.valid),
                   "valid_energy_mae": e / n_struct,
