@@ -258,7 +258,8 @@ class Trainer:
                    disable=not self.progress_bar, unit="epoch", dynamic_ncols=True)
         stop_reason = "max_epochs"
         while st.epoch < tc.max_epochs:
-            st.elapsed = self._elapsed(start)
+            # the time of the last logged epoch decides, so that the log shows the
+            # limit was reached (saving that epoch's checkpoint counts in the next)
             if tc.max_time is not None and st.elapsed >= tc.max_time:
                 stop_reason = "max_time"
                 break
