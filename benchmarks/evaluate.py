@@ -1,14 +1,17 @@
-"""Energy+forces throughput of the default BehlerParrinello model (float32, CPU).
+"""Energy+forces throughput of a model (float32, CPU or GPU).
 
-Cases: (a) 100 rMD17 aspirin structures in one batch, (b) a 2,048-atom fcc Cu
-supercell at a 5 Å cutoff. Each repeat builds the neighbor list and evaluates
-energy and forces, timing the two parts; medians over repeats are reported.
-ASE's EMT calculator on the same structures is a baseline measured in the
-same run.
+Models: the default BehlerParrinello, or an equivariant preset. Cases: (a) a
+2,048-atom fcc Cu supercell at a 5 Å cutoff, (b) 100 rMD17 aspirin structures
+in one batch. Each repeat builds the neighbor list and evaluates energy and
+forces, timing the two parts; medians over repeats are reported. ASE's EMT
+calculator on the same structures is a baseline measured in the same run.
+Memory is the growth of the process's peak resident size during a case's
+first evaluation, per atom (cases run largest first).
 
-Prints one JSON line and writes it to benchmarks/results/evaluate.json.
+Prints one JSON line and writes it to benchmarks/results/evaluate[_MODEL].json.
 
     python benchmarks/evaluate.py [--repeats 10] [--threads 2]
+    python benchmarks/evaluate.py --model equivariant --preset small
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +30,8 @@ from ase.calculators.emt import EMT
 
 import mlipkit
 from mlipkit.data import Batch, from_atoms, read_rmd17, to_atoms
-from mlipkit.models import BehlerParrinello
+from mlipkit.models import BehlerParrinello, Equivariant
+from mlipkit.models.equivariant import PRESETS
 from mlipkit.neighbors import attach_neighbors
 
 ROOT = Path(__file__).resolve().parent
@@ -43,21 +48,32 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_case(name: str, batch: Batch, structures, species, cutoff: float, repeats: int) -> dict:
+def build(model: str, preset: str, species, cutoff: float, batch: Batch):
     torch.manual_seed(0)
+    if model == "equivariant":
+        return Equivariant(species, cutoff=cutoff, **PRESETS[preset]).float()
     pot = BehlerParrinello(species, cutoff=cutoff).float()
     pot.fit_standardization(batch.split()[:8])
-    batch = batch.to(dtype=torch.float32)
+    return pot
+
+
+def bench_case(name: str, batch: Batch, structures, species, cutoff: float, repeats: int,
+               model: str, preset: str, device: str) -> dict:
+    pot = build(model, preset, species, cutoff, batch).to(device)
+    batch = batch.to(device, torch.float32)
     n_atoms = batch.n_total_atoms
 
     with_nl = attach_neighbors(batch, cutoff)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     pot(with_nl, forces=True)  # warm-up
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
     t_nl, t_model = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         with_nl = attach_neighbors(batch, cutoff)
         t1 = time.perf_counter()
         pot(with_nl, forces=True)
+        _synchronize(device)
         t2 = time.perf_counter()
         t_nl.append(t1 - t0)
         t_model.append(t2 - t1)
@@ -78,32 +94,51 @@ def bench_case(name: str, batch: Batch, structures, species, cutoff: float, repe
         "neighbor_list_s": statistics.median(t_nl),
         "model_s": statistics.median(t_model),
         "neighbor_list_share": statistics.median(a / (a + b) for a, b in zip(t_nl, t_model)),
+        "peak_memory_growth_kib_per_atom": rss_kib / n_atoms if device == "cpu" else None,
         "emt_atoms_per_s": n_atoms / t_emt,
         "speedup_vs_emt": t_emt / t_total,
     }
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--output", type=Path, default=ROOT / "results" / "evaluate.json")
+    parser.add_argument("--model", default="bpnn", choices=["bpnn", "equivariant"])
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", type=Path,
+                        help="default: benchmarks/results/evaluate[_MODEL].json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    common = dict(repeats=args.repeats, model=args.model, preset=args.preset, device=args.device)
 
     results = []
+    cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((8, 8, 8))
+    cu.rattle(0.01, seed=0)
+    results.append(bench_case("cu_fcc_2048", from_atoms(cu, torch.float32), [cu], ["Cu"], 5.0,
+                              **common))
     if RMD17.exists():
         frames = read_rmd17(RMD17, indices=range(100), dtype=torch.float32)
         batch = Batch.collate(frames)
         results.append(bench_case("aspirin_100", batch, to_atoms(batch), ["H", "C", "O"], 5.0,
-                                  args.repeats))
-    cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((8, 8, 8))
-    cu.rattle(0.01, seed=0)
-    results.append(bench_case("cu_fcc_2048", from_atoms(cu, torch.float32), [cu], ["Cu"], 5.0,
-                              args.repeats))
+                                  **common))
+    if args.model == "equivariant":
+        described = f"equivariant preset {args.preset} {PRESETS[args.preset]}, float32"
+        name = f"evaluate_equivariant_{args.preset}"
+    else:
+        described = "BehlerParrinello default (hidden 64x64, ACSF from cutoff), float32"
+        name = "evaluate"
+    output = args.output or ROOT / "results" / f"{name}.json"
     record = {
         "benchmark": "evaluate",
-        "model": "BehlerParrinello default (hidden 64x64, ACSF from cutoff), float32",
+        "model": described,
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "mlipkit": mlipkit.__version__,
         "torch": torch.__version__,
         "threads": args.threads,
@@ -114,8 +149,8 @@ def main() -> None:
     }
     line = json.dumps(record)
     print(line)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(line + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(line + "\n")
 
 
 if __name__ == "__main__":

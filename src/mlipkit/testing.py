@@ -126,21 +126,25 @@ def assert_invariance(potential: Potential, atoms: Atoms, tol: float | None = No
 
 def assert_smooth_cutoff(potential: Potential, symbols: Sequence[str], step: float = 1e-5,
                          tol: float | None = None) -> float:
-    """A dimer moved ``step`` Å across the cutoff changes E and F by ≤ tol, and
-    beyond the cutoff the force vanishes."""
+    """A dimer moved ``step`` Å across the cutoff of the potential, and of each
+    potential it is composed of, changes E and F by ≤ tol; beyond the largest
+    cutoff the force vanishes."""
     tol = tol or tolerance(potential, "smooth")
-    rc = potential.capabilities.cutoff
+    cutoffs = sorted({m.capabilities.cutoff for m in potential.modules()
+                      if isinstance(m, Potential)})
 
     def dimer(r):
         return Atoms(symbols, positions=[[0, 0, 0], [r, 0, 0]])
 
-    e_in, f_in, _ = evaluate(potential, dimer(rc - step / 2))
-    e_out, f_out, _ = evaluate(potential, dimer(rc + step / 2))
-    worst = _check(abs(e_in - e_out), tol, "energy change across the cutoff")
-    worst = max(worst, _check(np.abs(f_in - f_out).max(), tol, "force change across the cutoff"))
-    _, f_far, _ = evaluate(potential, dimer(rc + 0.5))
-    worst = max(worst, _check(np.abs(f_far).max(), 0.0, "force beyond the cutoff"))
-    return worst
+    worst = 0.0
+    for rc in cutoffs:
+        e_in, f_in, _ = evaluate(potential, dimer(rc - step / 2))
+        e_out, f_out, _ = evaluate(potential, dimer(rc + step / 2))
+        worst = max(worst, _check(abs(e_in - e_out), tol, f"energy change across {rc} Å"))
+        worst = max(worst, _check(np.abs(f_in - f_out).max(), tol,
+                                  f"force change across {rc} Å"))
+    _, f_far, _ = evaluate(potential, dimer(cutoffs[-1] + 0.5))
+    return max(worst, _check(np.abs(f_far).max(), 0.0, "force beyond the cutoff"))
 
 
 def assert_extensive(potential: Potential, a: Atoms, b: Atoms, separation: float = 40.0,

@@ -185,7 +185,7 @@ def test_missing_train_is_reported():
     ("training.descriptor_cache_gib=-1", "training.descriptor_cache_gib", ">= 0"),
     ("training.loss.forces=-1", "training.loss.forces", ">= 0"),
     ("model.cutoff=0", "model.cutoff", "> 0"),
-    ("model.type=equivariant", "model.type", "'bpnn'"),
+    ("model.type=transformer", "model.type", "'bpnn', 'equivariant'"),
     ("model.hidden=[]", "model.hidden", "non-empty"),
     ("model.hidden=[64, 0]", "model.hidden", ">= 1"),
     ("training.max_time=0", "training.max_time", "> 0"),

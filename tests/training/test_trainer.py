@@ -349,3 +349,24 @@ def test_labels_on_some_structures_enter_their_own_terms(tmp_path):
     cached = cache_descriptors(model, chunk, limit_gib=1.0)  # collated across label sets
     assert all("descriptor_jacobian" in b for b in cached)
     assert trainer._loss(cached, training=True)[2] == pytest.approx(expected, rel=1e-10)
+
+
+def test_equivariant_model_trains_and_its_file_reloads(tmp_path, data_dir, no_plots, one_thread):
+    """model.type=equivariant through the whole loop: the validation force error
+    falls, and the written model file reproduces the reported metrics."""
+    run, metrics = quick_run(tmp_path, data_dir, "equivariant",
+                             ("model.type=equivariant", "model.channels=8", "model.l_max=1"),
+                             max_epochs=15, lr=1e-2, ema=0.0, batch_size=2)
+    rows = read_log(run / "log.csv")
+    assert rows[-1]["valid_forces_mae"] < 0.6 * rows[0]["valid_forces_mae"]
+    model = mlipkit.load(run / "model.safetensors")
+    assert model.config()["terms"][0]["inner"]["type"] == "equivariant"
+    reloaded = evaluate(model, read(data_dir / "cu_train.xyz"))[0]
+    assert reloaded["forces_mae"] < 0.6 * rows[0]["valid_forces_mae"]
+    assert metrics["valid"]["forces_mae"] < 0.6 * rows[0]["valid_forces_mae"]
+
+
+def test_unknown_preset_is_refused(tmp_path, data_dir):
+    cfg = write_config(tmp_path / "c.yaml", data_dir / "cu_train.xyz", tmp_path / "run")
+    with pytest.raises(InvalidConfig, match="model.preset"):
+        load_config(cfg, ("model.type=equivariant", "model.preset=huge"))

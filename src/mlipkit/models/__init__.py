@@ -4,7 +4,8 @@ from mlipkit.models.base import Capabilities, Potential
 from mlipkit.models.bpnn import BehlerParrinello
 from mlipkit.models.composite import ScaleShift, SumPotential
 from mlipkit.models.ensemble import EnsemblePotential
+from mlipkit.models.equivariant import Equivariant
 from mlipkit.models.registry import REGISTRY, build
 
-__all__ = ["Capabilities", "Potential", "BehlerParrinello", "EnsemblePotential", "ScaleShift",
-           "SumPotential", "REGISTRY", "build"]
+__all__ = ["Capabilities", "Potential", "BehlerParrinello", "Equivariant", "EnsemblePotential",
+           "ScaleShift", "SumPotential", "REGISTRY", "build"]

@@ -7,11 +7,12 @@ from mlipkit.models.base import Potential
 from mlipkit.models.bpnn import BehlerParrinello
 from mlipkit.models.composite import ScaleShift, SumPotential
 from mlipkit.models.ensemble import EnsemblePotential
+from mlipkit.models.equivariant import Equivariant
 from mlipkit.physics.zbl import ZBL
 
 REGISTRY: dict[str, type[Potential]] = {
     cls.type_name: cls
-    for cls in (BehlerParrinello, SumPotential, ScaleShift, ZBL, EnsemblePotential)
+    for cls in (BehlerParrinello, Equivariant, SumPotential, ScaleShift, ZBL, EnsemblePotential)
 }
 
 

@@ -28,7 +28,8 @@ from mlipkit.errors import InvalidConfig
 
 # The allowed names, each defined once. Model types must be keys of
 # mlipkit.models.registry.REGISTRY that training knows how to build.
-MODEL_TYPES = ("bpnn",)
+MODEL_TYPES = ("bpnn", "equivariant")
+PRESETS = ("small", "medium", "large")  # of the equivariant model (models/equivariant.py)
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("plateau", "cosine", "none")
 LOSS_KINDS = ("mse", "huber")
@@ -53,10 +54,17 @@ class ModelConfig:
     type: str = "bpnn"
     cutoff: float = 5.0  # Å
     zbl: bool = True  # repulsive prior
+    # bpnn: element networks on ACSF descriptors
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     n_radial: int = 12
     n_angular_radial: int = 4
     zetas: list[int] = field(default_factory=lambda: [1, 2, 4])
+    # equivariant: a named preset, and the settings to change in it (null: the preset's)
+    preset: str = "small"
+    channels: int | None = None
+    l_max: int | None = None
+    n_layers: int | None = None
+    correlation: int | None = None
 
 
 @dataclass
@@ -150,6 +158,11 @@ _RULES: list[tuple[str, Any, str]] = [
     ("model.n_radial", lambda v: v >= 1, "must be >= 1"),
     ("model.n_angular_radial", lambda v: v >= 1, "must be >= 1"),
     ("model.zetas", _positive_ints, "must be a non-empty list of integers >= 1"),
+    ("model.preset", *_choice(PRESETS)),
+    ("model.channels", lambda v: v >= 1, "must be >= 1 or null"),
+    ("model.l_max", lambda v: v >= 0, "must be >= 0 or null"),
+    ("model.n_layers", lambda v: v >= 1, "must be >= 1 or null"),
+    ("model.correlation", lambda v: v >= 1, "must be >= 1 or null"),
     ("training.max_epochs", lambda v: v >= 1, "must be >= 1"),
     ("training.max_time", lambda v: v > 0, "must be > 0 seconds or null"),
     ("training.batch_size", lambda v: v >= 1, "must be >= 1"),

@@ -10,8 +10,10 @@ import torch
 from mlipkit.data.batch import Batch
 from mlipkit.data.dataset import fit_reference_energies, label_statistics, species_of
 from mlipkit.descriptors.acsf import default_parameters
-from mlipkit.models import BehlerParrinello, ScaleShift, SumPotential
+from mlipkit.models import BehlerParrinello, Equivariant, ScaleShift, SumPotential
 from mlipkit.models.base import Potential
+from mlipkit.models.equivariant import PRESETS
+from mlipkit.neighbors import edge_vectors
 from mlipkit.physics import ZBL
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,22 @@ def energy_scale(batches: list[Batch], references: dict[int, float]) -> float:
     return 1.0
 
 
+def equivariant_network(config, species: list[int], batches: list[Batch]) -> Equivariant:
+    """The configured preset with the config's overrides; neighbour sums are
+    divided by the mean neighbour count of the training structures."""
+    settings = dict(PRESETS[config.preset])
+    for key in ("channels", "l_max", "n_layers", "correlation"):
+        if getattr(config, key) is not None:
+            settings[key] = getattr(config, key)
+    edges = atoms = 0
+    for b in batches[:2000]:
+        r = torch.linalg.vector_norm(edge_vectors(b), dim=-1)
+        edges += int((r < config.cutoff).sum())
+        atoms += b.n_total_atoms
+    settings["avg_neighbors"] = max(edges / max(atoms, 1), 1.0)
+    return Equivariant(species, cutoff=config.cutoff, **settings)
+
+
 def build_model(config, batches: list[Batch], seed: int, dtype: torch.dtype) -> Potential:
     """Reference energies by least squares, descriptor statistics and the
     output scale from ``batches``; network weights from ``seed``."""
@@ -35,12 +53,15 @@ def build_model(config, batches: list[Batch], seed: int, dtype: torch.dtype) -> 
     references = fit_reference_energies(batches, species)
     scale = energy_scale(batches, references)
     torch.manual_seed(seed)
-    descriptor = default_parameters(config.cutoff, n_radial=config.n_radial,
-                                    n_angular_radial=config.n_angular_radial,
-                                    zetas=tuple(config.zetas))
-    network = BehlerParrinello(species, cutoff=config.cutoff, hidden=config.hidden,
-                               descriptor=descriptor).to(dtype)
-    network.fit_standardization(batches[:2000])
+    if config.type == "equivariant":
+        network = equivariant_network(config, species, batches).to(dtype)
+    else:
+        descriptor = default_parameters(config.cutoff, n_radial=config.n_radial,
+                                        n_angular_radial=config.n_angular_radial,
+                                        zetas=tuple(config.zetas))
+        network = BehlerParrinello(species, cutoff=config.cutoff, hidden=config.hidden,
+                                   descriptor=descriptor).to(dtype)
+        network.fit_standardization(batches[:2000])
     model: Potential = ScaleShift(network, scale=scale, shift=references)
     if config.zbl:
         model = SumPotential(model, ZBL())
