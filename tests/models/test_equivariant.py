@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk, molecule
 from e3nn.util.test import assert_equivariant
 
@@ -103,12 +104,13 @@ def _assert_equivariant(f, channels_in: list[dict], channels_out: dict, rows: li
         return to_flat(f(*[from_flat(x, c) for x, c in zip(xs, channels_in)]), channels_out)
 
     assert flat(*args).abs().max() > 1e-3  # not trivially zero
+    before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # e3nn draws its rotations in the default dtype
     try:
         assert_equivariant(flat, args_in=args, irreps_in=[irreps(c) for c in channels_in],
                            irreps_out=irreps(channels_out), tolerance=1e-12)
     finally:
-        torch.set_default_dtype(torch.float32)
+        torch.set_default_dtype(before)
 
 
 @pytest.mark.parametrize("l_in", [0, 1, 2])
@@ -154,20 +156,59 @@ def test_product_basis_reaches_the_requested_body_order():
                  / product(a, species)[(0, 1)])
     widths = [4 * groups.get((0, 1), 0) for groups in product._groups_per_order()]
     assert len(widths) == 3 and all(w > 0 for w in widths) and sum(widths) == ratio.shape[1]
+    out = product(a, species)[(0, 1)].detach()
+    assert (out.abs().amax(dim=(0, 2)) > 1e-8).all()  # no coupling path that is always zero
     expected = np.concatenate([np.full(w, 2.0**order) for order, w in enumerate(widths, 1)])
     np.testing.assert_allclose(ratio[..., 0].numpy(), np.broadcast_to(expected, (3, len(expected))),
                                rtol=1e-10)
 
 
 def test_float32_round_trip_keeps_float64_constants():
-    pot = _potential(["H", "C", "O"], ETHANOL_REFS, torch.float64)
+    """Parameters pass through float32, the coupling coefficients do not: the
+    model is still invariant to float64 precision."""
     again = _potential(["H", "C", "O"], ETHANOL_REFS, torch.float64).float().double()
-    e, f, _ = testing.evaluate(pot, ethanol_frames()[0])
-    e2, f2, _ = testing.evaluate(again, ethanol_frames()[0])
-    # parameters were rounded to float32 on the way, the coupling coefficients not: the
-    # rotated frame agrees to float64 precision in both
     testing.assert_invariance(again, ethanol_frames()[0])
-    assert abs(e - e2) < 1e-3
+
+
+def test_angles_reach_the_energy():
+    """A–B–A with fixed bond lengths and the A–A distance beyond the cutoff:
+    a model of pair distances alone could not tell the angles apart."""
+    pot = _potential(["H", "C", "O"], ETHANOL_REFS, torch.float64)
+    energies = []
+    for angle in (140.0, 160.0, 180.0):
+        t = np.radians(angle / 2)
+        atoms = Atoms("HOH", positions=[[-2.2 * np.sin(t), 2.2 * np.cos(t), 0], [0, 0, 0],
+                                        [2.2 * np.sin(t), 2.2 * np.cos(t), 0]])
+        assert atoms.get_distance(0, 2) > 4.0  # H–H beyond the 4 Å cutoff
+        energies.append(testing.evaluate(pot, atoms)[0])
+    # an untrained network's energy is ~1e-3 eV here; float64 round-off on ~2e3 eV is 5e-13
+    assert np.ptp(energies) > 1e-9, energies
+
+
+@pytest.mark.parametrize("preset", ["medium", "large"])
+def test_larger_presets_are_invariant(preset):
+    """The l = 2 features and l = 3 harmonics of the larger presets (narrowed to 4 channels)."""
+    torch.manual_seed(0)
+    net = Equivariant(["H", "C", "O"], cutoff=4.0, **{**PRESETS[preset], "channels": 4})
+    pot = SumPotential(ScaleShift(net, scale=0.5, shift=ETHANOL_REFS), ZBL()).double()
+    testing.assert_invariance(pot, ethanol_frames()[1])
+    testing.assert_forces_match_fd(pot, ethanol_frames()[1])
+
+
+def test_training_builds_the_preset_with_the_mean_neighbour_count():
+    from mlipkit.neighbors import attach_neighbors
+    from mlipkit.training.config import ModelConfig
+    from mlipkit.training.setup import equivariant_network
+
+    frames = [attach_neighbors(from_atoms(a), 4.0) for a in ethanol_frames()[:2]]
+    config = ModelConfig(type="equivariant", cutoff=4.0, channels=8)
+    net = equivariant_network(config, [1, 6, 8], frames)
+    pairs = sum(int(((d > 0) & (d < 4.0)).sum()) for d in
+                (a.get_all_distances() for a in ethanol_frames()[:2]))
+    assert net.settings["avg_neighbors"] == pytest.approx(pairs / 18)  # 2 frames of 9 atoms
+    assert net.settings["channels"] == 8 and net.settings["l_max"] == PRESETS["small"]["l_max"]
+    rebuilt = Equivariant(**{k: v for k, v in net.config().items() if k != "type"})
+    assert rebuilt.settings == net.settings
 
 
 def test_model_file_round_trip(tmp_path):

@@ -109,11 +109,25 @@ def _mlp(sizes: Sequence[int], bias: bool = True) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _constant(master: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A float64 constant in ``like``'s dtype and device. Constants are kept out
-    of the module's buffers so that casting a model to float32 and back never
-    rounds them."""
-    return master.to(device=like.device, dtype=like.dtype)
+class Constants:
+    """Float64 coupling coefficients, kept out of the module's buffers so that
+    casting a model to float32 and back never rounds them; the copy for each
+    (dtype, device) is made once."""
+
+    def __init__(self) -> None:
+        self.masters: list[torch.Tensor] = []
+        self._copies: dict[tuple, list[torch.Tensor]] = {}
+
+    def add(self, master: torch.Tensor) -> int:
+        self.masters.append(master.to(torch.float64))
+        self._copies.clear()
+        return len(self.masters) - 1
+
+    def get(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        key = (like.dtype, like.device)
+        if key not in self._copies:
+            self._copies[key] = [m.to(device=like.device, dtype=like.dtype) for m in self.masters]
+        return self._copies[key][index]
 
 
 def _cg(l1: int, l2: int, l_out: int) -> torch.Tensor:
@@ -178,7 +192,7 @@ class Convolution(nn.Module):
         sh_start = [l * l for l in range(sh_lmax + 2)]
         dim_sh = (sh_lmax + 1) ** 2
         self.blocks: list[tuple[Key, list[Key]]] = []  # per input irrep: its paths' outputs
-        self.cg: list[torch.Tensor] = []  # float64 masters (see _constant)
+        self.cg = Constants()
         n_paths = 0
         for k, key_in in enumerate(self.irreps_in):
             l1 = key_in[0]
@@ -197,7 +211,7 @@ class Convolution(nn.Module):
                     n_paths += 1
             # [dim_sh, Σ dim_out * dim_in]: Y @ cg is the coupling [E, Σ dim_out, dim_in]
             cg = torch.cat(cg_blocks, dim=2).permute(1, 2, 0).reshape(dim_sh, -1)
-            self.cg.append(cg)
+            self.cg.add(cg)
             self.register_buffer(f"path{k}", torch.tensor(path_index), persistent=False)
             self.blocks.append((key_in, outs))
         self.n_paths = n_paths
@@ -221,7 +235,7 @@ class Convolution(nn.Module):
         weights = self.radial(radial).view(n_edges, self.n_paths, u)
         mid: dict[Key, list[torch.Tensor]] = {}
         for k, (x, (_, outs)) in enumerate(zip(h_t.split(dims, dim=1), self.blocks)):
-            cg = _constant(self.cg[k], sh)
+            cg = self.cg.get(k, sh)
             coupling = (sh @ cg).view(n_edges, cg.shape[1] // x.shape[1], x.shape[1])
             # [E, Σ(2l+1), u]; scalar inputs need no sum, only a broadcast product
             messages = coupling * x if x.shape[1] == 1 else torch.bmm(coupling, x)
@@ -253,31 +267,31 @@ class ProductBasis(nn.Module):
         self.channels = channels.pop()
         self.target = list(target)
         l_cap = max(l for l, _ in self.irreps_in)
-        # per order > 1: (key of the previous order, key of A) -> output keys, and the
-        # CG matrix [d1 * d2, Σ d_out] of those paths
-        self.orders: list[list[tuple[Key, Key, list[Key]]]] = []
+        # per order > 1: (key of the previous order, key of A, output keys, index of
+        # their coefficients in self.cg)
+        self.orders: list[list[tuple[Key, Key, list[Key], int]]] = []
         self.weights = nn.ParameterList()
-        self.cg: list[list[torch.Tensor]] = []  # float64 masters, per order and pair
+        self.cg = Constants()  # [d1, d2, Σ d_out] per order and pair, in that order
         groups = {key: 1 for key in self.irreps_in}  # groups of C channels per key
         for order in range(2, correlation + 1):
             last = order == correlation
-            pairs, new_groups, n_paths, cgs = [], {}, 0, []
+            pairs, new_groups, n_paths = [], {}, 0
             keys_in = list(self.irreps_in)
             for k1 in groups:
                 for j, k2 in enumerate(keys_in):
                     if order == 2 and j < keys_in.index(k1):  # A⊗A is symmetric
                         continue
                     outs = [k for k in couplings(k1, k2, l_cap) if not last or k in self.target]
+                    if order == 2 and k1 == k2:  # x⊗x channel by channel: odd l vanish
+                        outs = [k for k in outs if k[0] % 2 == 0]
                     if not outs:
                         continue
                     cg = torch.cat([_cg(k1[0], k2[0], k[0]) for k in outs], dim=2)
-                    cgs.append(cg.reshape(-1, cg.shape[2]))
-                    pairs.append((k1, k2, outs))
+                    pairs.append((k1, k2, outs, self.cg.add(cg)))
                     for k in outs:
                         new_groups[k] = new_groups.get(k, 0) + groups[k1]
                         n_paths += groups[k1]
             self.orders.append(pairs)
-            self.cg.append(cgs)
             self.weights.append(nn.Parameter(torch.randn(n_species, n_paths, self.channels)))
             groups = new_groups
         self.irreps_out = {key: 0 for key in self.target}
@@ -289,7 +303,7 @@ class ProductBasis(nn.Module):
         out = [{key: 1 for key in self.irreps_in}]
         for pairs in self.orders:
             groups: dict[Key, int] = {}
-            for k1, _, outs in pairs:
+            for k1, _, outs, _ in pairs:
                 for k in outs:
                     groups[k] = groups.get(k, 0) + out[-1][k1]
             out.append(groups)
@@ -299,15 +313,16 @@ class ProductBasis(nn.Module):
         n, u = next(iter(a.values())).shape[0], self.channels
         result = {key: [a[key]] for key in self.target if key in a}
         current = {key: x.unsqueeze(1) for key, x in a.items()}  # [N, groups, C, 2l+1]
-        for pairs, weights, cgs in zip(self.orders, self.weights, self.cg):
+        for pairs, weights in zip(self.orders, self.weights):
             w = weights.index_select(0, species)  # [N, paths, C]
             new: dict[Key, list[torch.Tensor]] = {}
             path = 0
-            for p, (k1, k2, outs) in enumerate(pairs):
-                x1, x2 = current[k1], a[k2].unsqueeze(1)
+            for k1, k2, outs, index in pairs:
+                x1 = current[k1]  # [N, g, C, d1]
                 g = x1.shape[1]
-                outer = (x1.unsqueeze(-1) * x2.unsqueeze(-2)).flatten(-2)  # [N, g, C, d1 d2]
-                coupled = outer @ _constant(cgs[p], outer)  # [N, g, C, Σ d_out]
+                # A's factor with the coefficients first, then the g groups of x1
+                right = torch.einsum("ncj,ijm->ncim", a[k2], self.cg.get(index, x1))
+                coupled = torch.einsum("ngci,ncim->ngcm", x1, right)  # [N, g, C, Σ d_out]
                 for key, block in zip(outs, coupled.split([2 * k[0] + 1 for k in outs], -1)):
                     new.setdefault(key, []).append(block * w[:, path : path + g].unsqueeze(-1))
                     path += g
