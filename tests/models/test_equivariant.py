@@ -229,6 +229,21 @@ def test_presets_build_and_grow():
     assert sizes[0] < sizes[1] < sizes[2]
 
 
+def test_config_knows_the_presets():
+    from mlipkit.training import config
+
+    assert config.PRESETS == tuple(PRESETS)
+
+
+def test_training_reports_impossible_settings_as_config_errors():
+    from mlipkit.errors import InvalidConfig
+    from mlipkit.training.config import ModelConfig
+    from mlipkit.training.setup import equivariant_network
+
+    with pytest.raises(InvalidConfig, match="l_max"):
+        equivariant_network(ModelConfig(type="equivariant", l_max=3), [1], [])
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="cutoff"):
         Equivariant(["H"], cutoff=0.0)

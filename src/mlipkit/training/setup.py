@@ -10,6 +10,7 @@ import torch
 from mlipkit.data.batch import Batch
 from mlipkit.data.dataset import fit_reference_energies, label_statistics, species_of
 from mlipkit.descriptors.acsf import default_parameters
+from mlipkit.errors import InvalidConfig
 from mlipkit.models import BehlerParrinello, Equivariant, ScaleShift, SumPotential
 from mlipkit.models.base import Potential
 from mlipkit.models.equivariant import PRESETS
@@ -43,7 +44,10 @@ def equivariant_network(config, species: list[int], batches: list[Batch]) -> Equ
         edges += int((r < config.cutoff).sum())
         atoms += b.n_total_atoms
     settings["avg_neighbors"] = max(edges / max(atoms, 1), 1.0)
-    return Equivariant(species, cutoff=config.cutoff, **settings)
+    try:
+        return Equivariant(species, cutoff=config.cutoff, **settings)
+    except ValueError as exc:  # e.g. l_max above the preset's harmonics
+        raise InvalidConfig(f"model (preset {config.preset!r}): {exc}") from None
 
 
 def build_model(config, batches: list[Batch], seed: int, dtype: torch.dtype) -> Potential:

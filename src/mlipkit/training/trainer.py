@@ -116,7 +116,8 @@ class Trainer:
         want["stress"] = want["stress"] and bool(batch.pbc.all())
         return self.model(batch, **want, training=training)
 
-    def _loss(self, chunk: list[Batch], training: bool) -> tuple[torch.Tensor | None, dict, float]:
+    def _loss(self, chunk: list[Batch], training: bool
+              ) -> tuple[torch.Tensor | None, list[tuple[dict, Batch]], float]:
         """This rank's part of the global loss of ``chunk`` (all ranks' chunks
         together form one global mini-batch), its (outputs, batch) pairs and the
         global loss value."""
