@@ -154,7 +154,7 @@ def test_product_basis_reaches_the_requested_body_order():
     with torch.no_grad():
         ratio = (product({k: 2.0 * x for k, x in a.items()}, species)[(0, 1)]
                  / product(a, species)[(0, 1)])
-    widths = [4 * groups.get((0, 1), 0) for groups in product._groups_per_order()]
+    widths = [4 * groups.get((0, 1), 0) for groups in product.groups]
     assert len(widths) == 3 and all(w > 0 for w in widths) and sum(widths) == ratio.shape[1]
     out = product(a, species)[(0, 1)].detach()
     assert (out.abs().amax(dim=(0, 2)) > 1e-8).all()  # no coupling path that is always zero

@@ -272,11 +272,13 @@ class ProductBasis(nn.Module):
         self.orders: list[list[tuple[Key, Key, list[Key], int]]] = []
         self.weights = nn.ParameterList()
         self.cg = Constants()  # [d1, d2, Σ d_out] per order and pair, in that order
-        groups = {key: 1 for key in self.irreps_in}  # groups of C channels per key
+        # per order, the groups of C channels of each key
+        self.groups: list[dict[Key, int]] = [{key: 1 for key in self.irreps_in}]
         for order in range(2, correlation + 1):
             last = order == correlation
             pairs, new_groups, n_paths = [], {}, 0
             keys_in = list(self.irreps_in)
+            groups = self.groups[-1]
             for k1 in groups:
                 for j, k2 in enumerate(keys_in):
                     if order == 2 and j < keys_in.index(k1):  # A⊗A is symmetric
@@ -293,21 +295,9 @@ class ProductBasis(nn.Module):
                         n_paths += groups[k1]
             self.orders.append(pairs)
             self.weights.append(nn.Parameter(torch.randn(n_species, n_paths, self.channels)))
-            groups = new_groups
-        self.irreps_out = {key: 0 for key in self.target}
-        for key in self.target:
-            for order_groups in self._groups_per_order():
-                self.irreps_out[key] += order_groups.get(key, 0) * self.channels
-
-    def _groups_per_order(self) -> list[dict[Key, int]]:
-        out = [{key: 1 for key in self.irreps_in}]
-        for pairs in self.orders:
-            groups: dict[Key, int] = {}
-            for k1, _, outs, _ in pairs:
-                for k in outs:
-                    groups[k] = groups.get(k, 0) + out[-1][k1]
-            out.append(groups)
-        return out
+            self.groups.append(new_groups)
+        self.irreps_out = {key: self.channels * sum(g.get(key, 0) for g in self.groups)
+                           for key in self.target}
 
     def forward(self, a: Features, species: torch.Tensor) -> Features:
         n, u = next(iter(a.values())).shape[0], self.channels
