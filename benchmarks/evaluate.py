@@ -6,12 +6,13 @@ in one batch. Each repeat builds the neighbor list and evaluates energy and
 forces, timing the two parts; medians over repeats are reported. ASE's EMT
 calculator on the same structures is a baseline measured in the same run.
 Memory is the growth of the process's peak resident size during a case's
-first evaluation, per atom (cases run largest first).
+first evaluation, per atom (cases run largest first). ``--compile`` times the
+equivariant model eager and then through ``torch.compile``, in the same run.
 
 Prints one JSON line and writes it to benchmarks/results/evaluate[_MODEL].json.
 
     python benchmarks/evaluate.py [--repeats 10] [--threads 2]
-    python benchmarks/evaluate.py --model equivariant --preset small
+    python benchmarks/evaluate.py --model equivariant --preset small [--compile]
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def build(model: str, preset: str, species, cutoff: float, batch: Batch):
 
 
 def bench_case(name: str, batch: Batch, structures, species, cutoff: float, repeats: int,
-               model: str, preset: str, device: str) -> dict:
+               model: str, preset: str, device: str, compile: bool = False) -> dict:
     pot = build(model, preset, species, cutoff, batch).to(device)
     batch = batch.to(device, torch.float32)
     n_atoms = batch.n_total_atoms
@@ -67,6 +68,17 @@ def bench_case(name: str, batch: Batch, structures, species, cutoff: float, repe
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     pot(with_nl, forces=True)  # warm-up
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+    extra = {}
+    if compile:
+        def evaluate():
+            pot(with_nl, forces=True)
+            _synchronize(device)
+
+        extra["eager_model_s"] = median_time(evaluate, repeats)
+        pot.compile_interactions()
+        t0 = time.perf_counter()
+        evaluate()
+        extra["compile_s"] = time.perf_counter() - t0
     t_nl, t_model = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -97,6 +109,9 @@ def bench_case(name: str, batch: Batch, structures, species, cutoff: float, repe
         "peak_memory_growth_kib_per_atom": rss_kib / n_atoms if device == "cpu" else None,
         "emt_atoms_per_s": n_atoms / t_emt,
         "speedup_vs_emt": t_emt / t_total,
+        **extra,
+        **({"compiled_vs_eager": extra["eager_model_s"] / statistics.median(t_model)}
+           if compile else {}),
     }
 
 
@@ -112,11 +127,16 @@ def main() -> None:
     parser.add_argument("--model", default="bpnn", choices=["bpnn", "equivariant"])
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true",
+                        help="equivariant only: also time the model through torch.compile")
     parser.add_argument("--output", type=Path,
                         help="default: benchmarks/results/evaluate[_MODEL].json")
     args = parser.parse_args()
+    if args.compile and args.model != "equivariant":
+        parser.error("--compile applies to --model equivariant")
     torch.set_num_threads(args.threads)
-    common = dict(repeats=args.repeats, model=args.model, preset=args.preset, device=args.device)
+    common = dict(repeats=args.repeats, model=args.model, preset=args.preset, device=args.device,
+                  compile=args.compile)
 
     results = []
     cu = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((8, 8, 8))
@@ -129,8 +149,9 @@ def main() -> None:
         results.append(bench_case("aspirin_100", batch, to_atoms(batch), ["H", "C", "O"], 5.0,
                                   **common))
     if args.model == "equivariant":
-        described = f"equivariant preset {args.preset} {PRESETS[args.preset]}, float32"
-        name = f"evaluate_equivariant_{args.preset}"
+        described = (f"equivariant preset {args.preset} {PRESETS[args.preset]}, float32"
+                     + (", torch.compile" if args.compile else ""))
+        name = f"evaluate_equivariant_{args.preset}" + ("_compiled" if args.compile else "")
     else:
         described = "BehlerParrinello default (hidden 64x64, ACSF from cutoff), float32"
         name = "evaluate"

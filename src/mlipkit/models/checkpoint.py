@@ -118,8 +118,14 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Potential:
-    """Rebuild a potential from a model file written by :func:`save`."""
+def load(path: str | os.PathLike, device: str | torch.device = "cpu",
+         compile: bool = False) -> Potential:
+    """Rebuild a potential from a model file written by :func:`save`.
+
+    ``compile=True`` runs the parts that support it (the equivariant message
+    passing) through ``torch.compile`` for inference; see
+    :meth:`Equivariant.compile_interactions`.
+    """
     meta = read_metadata(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -145,4 +151,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Potenti
             f"{path}: the stored config does not describe these tensors or cannot be built "
             f"({type(exc).__name__}: {exc})"
         ) from None
-    return model.to(device)
+    model = model.to(device)
+    if compile:
+        for module in model.modules():
+            if hasattr(module, "compile_interactions"):
+                module.compile_interactions()
+    return model

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from ase.data import chemical_symbols
 from e3nn import o3
@@ -37,6 +38,7 @@ from torch import nn
 from mlipkit.data.batch import Batch
 from mlipkit.descriptors.cutoff import polynomial_cutoff
 from mlipkit.models.base import Capabilities, Potential, local_edges, species_lookup, to_numbers
+from mlipkit.models.derivatives import second_order
 
 # named hyper-parameter sets; benchmarks/evaluate.py and rmd17.py measure them
 PRESETS: dict[str, dict] = {
@@ -124,10 +126,13 @@ class Constants:
         return len(self.masters) - 1
 
     def get(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        return self.copies(like)[index]
+
+    def copies(self, like: torch.Tensor) -> list[torch.Tensor]:
         key = (like.dtype, like.device)
         if key not in self._copies:
             self._copies[key] = [m.to(device=like.device, dtype=like.dtype) for m in self.masters]
-        return self._copies[key][index]
+        return self._copies[key]
 
 
 def _cg(l1: int, l2: int, l_out: int) -> torch.Tensor:
@@ -253,6 +258,11 @@ class ProductBasis(nn.Module):
     weighted per element and channel. Intermediate products keep every irrep
     up to A's l (they feed the next order); the output holds, for the irreps in
     ``target``, the products of every order side by side along the channels.
+
+    Each order multiplies the previous order's features of one irrep k1 with
+    all of A at once: A is contracted with the coefficients of every path
+    leaving k1 (one matrix product), then with the k1 features (one batched
+    product); the weights of an output irrep are applied once per order.
     """
 
     def __init__(self, irreps_in: dict[Key, int], target: Sequence[Key], n_species: int,
@@ -267,61 +277,68 @@ class ProductBasis(nn.Module):
         self.channels = channels.pop()
         self.target = list(target)
         l_cap = max(l for l, _ in self.irreps_in)
-        # per order > 1: (key of the previous order, key of A, output keys, index of
-        # their coefficients in self.cg)
-        self.orders: list[list[tuple[Key, Key, list[Key], int]]] = []
-        self.weights = nn.ParameterList()
-        self.cg = Constants()  # [d1, d2, Σ d_out] per order and pair, in that order
+        keys_a = list(self.irreps_in)
+        start = np.cumsum([0] + [2 * l + 1 for l, _ in keys_a]).tolist()
+        # per order > 1 and key k1 of the previous order: (k1, [(output key, paths)],
+        # index of the coefficients [dim A, 2l1+1, Σ paths (2l+1)] in self.cg)
+        self.orders: list[list[tuple[Key, list[tuple[Key, int]], int]]] = []
+        self.weights = nn.ParameterDict()  # per order and output key: [ns, C, groups]
+        self.cg = Constants()
         # per order, the groups of C channels of each key
         self.groups: list[dict[Key, int]] = [{key: 1 for key in self.irreps_in}]
         for order in range(2, correlation + 1):
             last = order == correlation
-            pairs, new_groups, n_paths = [], {}, 0
-            keys_in = list(self.irreps_in)
+            steps, new_groups = [], {}
             groups = self.groups[-1]
             for k1 in groups:
-                for j, k2 in enumerate(keys_in):
-                    if order == 2 and j < keys_in.index(k1):  # A⊗A is symmetric
+                blocks: dict[Key, list[torch.Tensor]] = {}  # output key -> [d1, dim A, d_out]
+                for j, k2 in enumerate(keys_a):
+                    if order == 2 and j < keys_a.index(k1):  # A⊗A is symmetric
                         continue
                     outs = [k for k in couplings(k1, k2, l_cap) if not last or k in self.target]
                     if order == 2 and k1 == k2:  # x⊗x channel by channel: odd l vanish
                         outs = [k for k in outs if k[0] % 2 == 0]
-                    if not outs:
-                        continue
-                    cg = torch.cat([_cg(k1[0], k2[0], k[0]) for k in outs], dim=2)
-                    pairs.append((k1, k2, outs, self.cg.add(cg)))
                     for k in outs:
-                        new_groups[k] = new_groups.get(k, 0) + groups[k1]
-                        n_paths += groups[k1]
-            self.orders.append(pairs)
-            self.weights.append(nn.Parameter(torch.randn(n_species, n_paths, self.channels)))
+                        block = torch.zeros(2 * k1[0] + 1, start[-1], 2 * k[0] + 1,
+                                            dtype=torch.float64)
+                        block[:, start[j] : start[j + 1]] = _cg(k1[0], k2[0], k[0])
+                        blocks.setdefault(k, []).append(block)
+                if not blocks:
+                    continue
+                cg = torch.cat([b for bs in blocks.values() for b in bs], dim=2)
+                outs = [(k, len(bs)) for k, bs in blocks.items()]
+                steps.append((k1, outs, self.cg.add(cg.transpose(0, 1))))
+                for k, paths in outs:
+                    new_groups[k] = new_groups.get(k, 0) + groups[k1] * paths
+            for k, g in new_groups.items():
+                self.weights[f"{order}_{_name(k)}"] = nn.Parameter(
+                    torch.randn(n_species, self.channels, g))
+            self.orders.append(steps)
             self.groups.append(new_groups)
         self.irreps_out = {key: self.channels * sum(g.get(key, 0) for g in self.groups)
                            for key in self.target}
 
     def forward(self, a: Features, species: torch.Tensor) -> Features:
         n, u = next(iter(a.values())).shape[0], self.channels
+        a_all = torch.cat([a[key] for key in self.irreps_in], dim=-1).reshape(n * u, -1)
         result = {key: [a[key]] for key in self.target if key in a}
-        current = {key: x.unsqueeze(1) for key, x in a.items()}  # [N, groups, C, 2l+1]
-        for pairs, weights in zip(self.orders, self.weights):
-            w = weights.index_select(0, species)  # [N, paths, C]
+        current = {key: x.unsqueeze(2) for key, x in a.items()}  # [N, C, groups, 2l+1]
+        for order, steps in enumerate(self.orders, start=2):
             new: dict[Key, list[torch.Tensor]] = {}
-            path = 0
-            for k1, k2, outs, index in pairs:
-                x1 = current[k1]  # [N, g, C, d1]
-                g = x1.shape[1]
-                # A's factor with the coefficients first, then the g groups of x1
-                right = torch.einsum("ncj,ijm->ncim", a[k2], self.cg.get(index, x1))
-                coupled = torch.einsum("ngci,ncim->ngcm", x1, right)  # [N, g, C, Σ d_out]
-                for key, block in zip(outs, coupled.split([2 * k[0] + 1 for k in outs], -1)):
-                    new.setdefault(key, []).append(block * w[:, path : path + g].unsqueeze(-1))
-                    path += g
-            current = {key: torch.cat(blocks, dim=1) for key, blocks in new.items()}
-            for key in self.target:
-                if key in current:
-                    result.setdefault(key, []).append(current[key].reshape(n, -1, u,
-                                                                           2 * key[0] + 1)
-                                                      .flatten(1, 2))
+            for k1, outs, index in steps:
+                cg = self.cg.get(index, a_all)  # [dim A, d1, M]
+                right = (a_all @ cg.flatten(1)).view(n, u, cg.shape[1], cg.shape[2])
+                x1 = current[k1]  # [N, C, g, d1]
+                coupled = torch.matmul(x1, right)  # [N, C, g, M]
+                sizes = [paths * (2 * k[0] + 1) for k, paths in outs]
+                for (k, _), block in zip(outs, coupled.split(sizes, dim=-1)):
+                    new.setdefault(k, []).append(block.reshape(n, u, -1, 2 * k[0] + 1))
+            current = {}
+            for k, blocks in new.items():
+                w = self.weights[f"{order}_{_name(k)}"].index_select(0, species)
+                current[k] = torch.cat(blocks, dim=2) * w.unsqueeze(-1)
+                if k in self.target:
+                    result.setdefault(k, []).append(current[k].flatten(1, 2))
         return {key: torch.cat(blocks, dim=1) for key, blocks in result.items()}
 
 
@@ -418,7 +435,17 @@ class Equivariant(Potential):
             self.readouts.append(_mlp([channels, 16, 1]) if last else nn.Linear(channels, 1,
                                                                                bias=False))
             irreps_h = update.irreps_out
+        self._compiled = None
         self.to(torch.get_default_dtype())
+
+    def compile_interactions(self, enabled: bool = True, **options) -> Equivariant:
+        """Run the message passing through ``torch.compile`` (``options`` go to
+        it). Only energies and their first derivatives (forces, stress) use the
+        compiled code; training on forces and Hessians differentiate twice and
+        stay eager. The first call per dtype and device compiles (tens of
+        seconds on a CPU)."""
+        self._compiled = torch.compile(self._energy, dynamic=True, **options) if enabled else None
+        return self
 
     def config(self) -> dict:
         return {"type": self.type_name, "species": [chemical_symbols[z] for z in self.species],
@@ -448,6 +475,12 @@ class Equivariant(Potential):
         species = self.lookup[batch.numbers]
         edge_index, vec, r = local_edges(batch, self.cutoff)
         receiver, sender = edge_index
-        energy = self._energy(species, (self.sh(vec), self.radial(r), receiver, sender))
+        run = self._energy
+        if self._compiled is not None and not second_order():
+            for module in self.modules():  # filled outside: compiled code must not mutate them
+                if isinstance(getattr(module, "cg", None), Constants):
+                    module.cg.copies(vec)
+            run = self._compiled
+        energy = run(species, (self.sh(vec), self.radial(r), receiver, sender))
         every = torch.arange(len(self.species), device=species.device)
         return energy - self._energy(every, None).index_select(0, species)
