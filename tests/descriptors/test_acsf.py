@@ -98,6 +98,17 @@ def test_invalid_zeta_rejected():
         ACSF(1, 3.0, **params)
 
 
+def test_angular_range_places_the_angular_shells():
+    params = default_parameters(6.0, n_angular_radial=8, angular_range=3.5)
+    assert params["angular_centres"][0] == pytest.approx(0.8)
+    assert params["angular_centres"][-1] == pytest.approx(3.5)
+    assert params["angular_width"] == pytest.approx(2.7 / 7)
+    assert default_parameters(6.0)["angular_centres"][-1] == pytest.approx(5.0)
+    for bad in (0.5, 6.5):
+        with pytest.raises(ValueError, match="angular_range"):
+            default_parameters(6.0, angular_range=bad)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_jacobian_equals_autograd(seed):
     """with_jacobian's per-edge derivatives against a full reverse-mode Jacobian."""

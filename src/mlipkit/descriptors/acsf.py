@@ -28,12 +28,18 @@ from mlipkit.descriptors.cutoff import polynomial_cutoff
 
 
 def default_parameters(cutoff: float, n_radial: int = 12, n_angular_radial: int = 4,
-                       zetas: tuple[int, ...] = (1, 2, 4)) -> dict:
+                       zetas: tuple[int, ...] = (1, 2, 4),
+                       angular_range: float | None = None) -> dict:
     """A parameter set generated from the cutoff: evenly spaced Gaussians whose
-    width equals their spacing, and ζ ∈ {1, 2, 4} with λ = ±1."""
+    width equals their spacing, and ζ ∈ {1, 2, 4} with λ = ±1. The angular
+    Gaussians are centred up to ``angular_range`` Å (default: cutoff − 1);
+    a shorter range resolves the bonded geometry more finely."""
     r0 = min(0.8, 0.25 * cutoff)
+    last = cutoff - 1.0 if angular_range is None else float(angular_range)
+    if not r0 < last <= cutoff:
+        raise ValueError(f"angular_range must be in ({r0:g}, {cutoff:g}] Å, got {last:g}")
     radial_centres = torch.linspace(r0, cutoff - 0.5, n_radial).tolist()
-    angular_centres = torch.linspace(r0, cutoff - 1.0, n_angular_radial).tolist()
+    angular_centres = torch.linspace(r0, last, n_angular_radial).tolist()
     return dict(
         radial_centres=radial_centres,
         radial_width=_spacing(radial_centres, cutoff),

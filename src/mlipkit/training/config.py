@@ -59,6 +59,7 @@ class ModelConfig:
     n_radial: int = 12
     n_angular_radial: int = 4
     zetas: list[int] = field(default_factory=lambda: [1, 2, 4])
+    angular_range: float | None = None  # Å, last angular Gaussian centre; null: cutoff - 1
     # equivariant: a named preset, and the settings to change in it (null: the preset's)
     preset: str = "small"
     channels: int | None = None
@@ -158,6 +159,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("model.n_radial", lambda v: v >= 1, "must be >= 1"),
     ("model.n_angular_radial", lambda v: v >= 1, "must be >= 1"),
     ("model.zetas", _positive_ints, "must be a non-empty list of integers >= 1"),
+    ("model.angular_range", lambda v: v > 0, "must be > 0 Å or null"),
     ("model.preset", *_choice(PRESETS)),
     ("model.channels", lambda v: v >= 1, "must be >= 1 or null"),
     ("model.l_max", lambda v: v >= 0, "must be >= 0 or null"),

@@ -60,9 +60,13 @@ def build_model(config, batches: list[Batch], seed: int, dtype: torch.dtype) -> 
     if config.type == "equivariant":
         network = equivariant_network(config, species, batches).to(dtype)
     else:
-        descriptor = default_parameters(config.cutoff, n_radial=config.n_radial,
-                                        n_angular_radial=config.n_angular_radial,
-                                        zetas=tuple(config.zetas))
+        try:
+            descriptor = default_parameters(config.cutoff, n_radial=config.n_radial,
+                                            n_angular_radial=config.n_angular_radial,
+                                            zetas=tuple(config.zetas),
+                                            angular_range=config.angular_range)
+        except ValueError as exc:
+            raise InvalidConfig(f"model: {exc}") from None
         network = BehlerParrinello(species, cutoff=config.cutoff, hidden=config.hidden,
                                    descriptor=descriptor).to(dtype)
         network.fit_standardization(batches[:2000])
