@@ -45,9 +45,9 @@ def triclinic_cu(repeat=(2, 1, 1), seed=1):
     return atoms
 
 
-def build_potential(species, frames, refs, dtype, cutoff=4.0, seed=0):
+def build_potential(species, frames, refs, dtype, cutoff=4.0, seed=0, descriptor=None):
     torch.manual_seed(seed)
-    bp = BehlerParrinello(species, cutoff=cutoff, hidden=(32, 32))
+    bp = BehlerParrinello(species, cutoff=cutoff, hidden=(32, 32), descriptor=descriptor)
     bp.fit_standardization([from_atoms(a) for a in frames])
     return SumPotential(ScaleShift(bp, scale=0.5, shift=refs), ZBL()).to(dtype)
 

@@ -44,7 +44,21 @@ def brute_force(pos, species, n_species, cutoff, params):
                               * np.exp(-eta_a * (b - ac) ** 2) * fc(b))
                     for s, (z, lam) in enumerate(shapes):
                         g5[p, :, s] += 2.0 ** (1 - z) * (1 + lam * cos) ** z * radial
-        out.append(np.concatenate([g2.ravel(), g5.ravel()]))
+        parts = [g2.ravel(), g5.ravel()]
+        if params.get("four_body"):
+            triples = list(itertools.combinations_with_replacement(range(n_species), 3))
+            g4 = np.zeros((len(triples), len(ac)))
+            unit = {j: (pos[j] - pos[i]) / np.linalg.norm(pos[j] - pos[i]) for j in nbrs}
+            gauss = {j: np.exp(-eta_a * (np.linalg.norm(pos[j] - pos[i]) - ac) ** 2)
+                     * fc(np.linalg.norm(pos[j] - pos[i])) for j in nbrs}
+            for t, species_t in enumerate(triples):
+                for j, k, m in itertools.product(nbrs, repeat=3):  # repeats included
+                    if (species[j], species[k], species[m]) != species_t:
+                        continue
+                    cosines = (unit[j] @ unit[k]) * (unit[k] @ unit[m]) * (unit[m] @ unit[j])
+                    g4[t] += cosines * gauss[j] * gauss[k] * gauss[m]
+            parts.append(g4.ravel())
+        out.append(np.concatenate(parts))
     return np.array(out)
 
 
@@ -54,13 +68,15 @@ def edges(pos, cutoff):
     return torch.tensor(i), torch.tensor(j)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_moment_expansion_equals_triplet_sum(seed):
+@pytest.mark.parametrize("seed, four_body", [(0, False), (1, False), (2, False), (0, True),
+                                             (3, True)])
+def test_moment_expansion_equals_triplet_sum(seed, four_body):
     rng = np.random.default_rng(seed)
     cutoff = 4.0
     pos = rng.random((8, 3)) * 4.5
     species = rng.integers(0, 3, size=8)
-    params = default_parameters(cutoff, n_radial=5, n_angular_radial=3, zetas=(1, 2, 4))
+    params = default_parameters(cutoff, n_radial=5, n_angular_radial=3, zetas=(1, 2, 4),
+                                four_body=four_body)
     acsf = ACSF(3, cutoff, **params).double()
     i, j = edges(pos, cutoff)
     vec = torch.tensor(pos[j.numpy()] - pos[i.numpy()])
@@ -69,6 +85,8 @@ def test_moment_expansion_equals_triplet_sum(seed):
     assert got.shape == want.shape == (8, acsf.n_features)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     assert np.abs(want).max() > 0.1  # the comparison is not between zeros
+    if four_body:
+        assert np.abs(want[:, -10 * 3:]).max() > 0.1  # 10 species triples x 3 shells
 
 
 def test_monomials_match_their_exponents():
@@ -109,13 +127,14 @@ def test_angular_range_places_the_angular_shells():
             default_parameters(6.0, angular_range=bad)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_jacobian_equals_autograd(seed):
+@pytest.mark.parametrize("seed, four_body", [(0, False), (1, False), (0, True)])
+def test_jacobian_equals_autograd(seed, four_body):
     """with_jacobian's per-edge derivatives against a full reverse-mode Jacobian."""
     rng = np.random.default_rng(seed)
     pos = rng.uniform(0, 4.0, size=(9, 3))
     species = torch.tensor(rng.integers(0, 3, size=9))
-    params = default_parameters(3.5, n_radial=5, n_angular_radial=3, zetas=(1, 2, 5))
+    params = default_parameters(3.5, n_radial=5, n_angular_radial=3, zetas=(1, 2, 5),
+                                four_body=four_body)
     acsf = ACSF(3, 3.5, **params).double()
     i, j = edges(pos, 3.5)
     vec = torch.tensor(pos[j.numpy()] - pos[i.numpy()])

@@ -8,6 +8,7 @@ import torch
 from ase.build import molecule
 
 from mlipkit.data import Batch, from_atoms
+from mlipkit.descriptors.acsf import default_parameters
 from mlipkit.training.data import cache_descriptors, prepare
 from tests.conftest import CU_REF, ETHANOL_REFS, build_potential, ethanol_frames, triclinic_cu
 
@@ -23,11 +24,13 @@ def _gradients(model, batch, stress):
     return {k: v.detach() for k, v in out.items()}, grads
 
 
-@pytest.mark.parametrize("system", ["molecules", "periodic"])
+@pytest.mark.parametrize("system", ["molecules", "molecules-four-body", "periodic"])
 def test_cached_descriptors_match_direct(system):
-    if system == "molecules":
+    if system.startswith("molecules"):
         atoms = ethanol_frames(3) + [molecule("CH3OH")]
-        model = build_potential(["H", "C", "O"], atoms, ETHANOL_REFS, torch.float64)
+        descriptor = default_parameters(4.0, four_body=system.endswith("four-body"))
+        model = build_potential(["H", "C", "O"], atoms, ETHANOL_REFS, torch.float64,
+                                descriptor=descriptor)
     else:
         atoms = [triclinic_cu(seed=s) for s in range(3)]
         model = build_potential(["Cu"], atoms, CU_REF, torch.float64)

@@ -107,3 +107,18 @@ def test_checks_detect_broken_forces(molecule_potential_factory):
     broken = Broken(*pot.terms)
     with pytest.raises(AssertionError, match="finite differences"):
         testing.assert_forces_match_fd(broken, ethanol_frames()[0])
+
+
+def test_four_body_descriptor_keeps_every_check():
+    from mlipkit.descriptors.acsf import default_parameters
+    from tests.conftest import build_potential, molecule_fit_frames
+
+    descriptor = default_parameters(4.0, four_body=True)
+    molecule_pot = build_potential(["H", "C", "O"], molecule_fit_frames(), ETHANOL_REFS,
+                                   torch.float64, descriptor=descriptor)
+    bulk_pot = build_potential(["Cu"], [triclinic_cu(seed=s) for s in range(3)], CU_REF,
+                               torch.float64, descriptor=descriptor)
+    testing.assert_forces_match_fd(molecule_pot, ethanol_frames()[0])
+    testing.assert_stress_matches_fd(bulk_pot, triclinic_cu())
+    testing.assert_invariance(molecule_pot, ethanol_frames()[1])
+    testing.assert_smooth_cutoff(molecule_pot, ["C", "O"])

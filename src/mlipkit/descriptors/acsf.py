@@ -6,6 +6,13 @@ Radial functions (G2) and angular functions (G5 form)::
     G5_i[e1e2, s, ζλ] = 2^{1-ζ} Σ_{j∈e1} Σ_{k∈e2, k≠j} (1 + λ cos θ_jik)^ζ g_s(r_ij) g_s(r_ik)
 
 with g_s(r) = exp(-η_s (r - r_s)²) f_c(r) and the C² polynomial cutoff f_c.
+Optionally, four-body terms couple three neighbours through the second
+moments A_i[e, s] = Σ_{j∈e} g_s(r_ij) û_ij û_ijᵀ (Gaussian-moment style)::
+
+    G4b_i[e1e2e3, s] = tr(A[e1, s] A[e2, s] A[e3, s])
+                     = Σ_{j∈e1, k∈e2, l∈e3} g g g (û_j·û_k)(û_k·û_l)(û_l·û_j)
+
+(symmetric in e1, e2, e3; sums include repeated neighbours).
 
 The angular sum is evaluated without enumerating triplets. With integer ζ,
 (1 + λ cos θ)^ζ = Σ_n C(ζ,n) λ^n cos^n θ, and cos^n θ = (û_ij·û_ik)^n is a
@@ -29,11 +36,12 @@ from mlipkit.descriptors.cutoff import polynomial_cutoff
 
 def default_parameters(cutoff: float, n_radial: int = 12, n_angular_radial: int = 4,
                        zetas: tuple[int, ...] = (1, 2, 4),
-                       angular_range: float | None = None) -> dict:
+                       angular_range: float | None = None, four_body: bool = False) -> dict:
     """A parameter set generated from the cutoff: evenly spaced Gaussians whose
     width equals their spacing, and ζ ∈ {1, 2, 4} with λ = ±1. The angular
     Gaussians are centred up to ``angular_range`` Å (default: cutoff − 1);
-    a shorter range resolves the bonded geometry more finely."""
+    a shorter range resolves the bonded geometry more finely. ``four_body``
+    adds the three-neighbour terms on the angular Gaussians."""
     r0 = min(0.8, 0.25 * cutoff)
     last = cutoff - 1.0 if angular_range is None else float(angular_range)
     if not r0 < last <= cutoff:
@@ -46,6 +54,7 @@ def default_parameters(cutoff: float, n_radial: int = 12, n_angular_radial: int 
         angular_centres=angular_centres,
         angular_width=_spacing(angular_centres, cutoff),
         zetas=list(zetas),
+        four_body=bool(four_body),
     )
 
 
@@ -61,13 +70,14 @@ class ACSF(nn.Module):
     """
 
     def __init__(self, n_species: int, cutoff: float, radial_centres, radial_width: float,
-                 angular_centres, angular_width: float, zetas) -> None:
+                 angular_centres, angular_width: float, zetas, four_body: bool = False) -> None:
         super().__init__()
         self.n_species = n_species
         self.cutoff = float(cutoff)
         self.zetas = [int(z) for z in zetas]
         if any(z < 1 for z in self.zetas):
             raise ValueError(f"zetas must be positive integers, got {zetas}")
+        self.four_body = bool(four_body)
         self.register_buffer("radial_centres", torch.tensor(radial_centres, dtype=torch.float64),
                              persistent=False)
         self.register_buffer("angular_centres", torch.tensor(angular_centres, dtype=torch.float64),
@@ -82,7 +92,7 @@ class ACSF(nn.Module):
             torch.full((len(angular_centres),), self.angular_eta, dtype=torch.float64)]),
             persistent=False)
         self.pairs = list(combinations_with_replacement(range(n_species), 2))
-        lmax = max(self.zetas)
+        lmax = max(*self.zetas, 2 if self.four_body else 1)
         # monomials û_x^a û_y^b û_z^c of degree n ≤ lmax in the order _monomials builds
         # them, with their multinomial weights n!/(a!b!c!)
         expo = _monomial_exponents(lmax)
@@ -108,6 +118,14 @@ class ACSF(nn.Module):
         self.register_buffer("pair_a", pair_a, persistent=False)
         self.register_buffer("pair_b", pair_b, persistent=False)
         self.register_buffer("pair_same", (pair_a == pair_b).to(torch.float64), persistent=False)
+        # four-body: species triples, and the degree-2 monomials as a 3x3 matrix
+        self.triples = list(combinations_with_replacement(range(n_species), 3))
+        self.register_buffer("triple_index", torch.tensor(self.triples, dtype=torch.long).T,
+                             persistent=False)
+        xx, xy, xz, yy, yz, zz = (expo.index(e) for e in ((2, 0, 0), (1, 1, 0), (1, 0, 1),
+                                                           (0, 2, 0), (0, 1, 1), (0, 0, 2)))
+        self.register_buffer("matrix_index", torch.tensor([xx, xy, xz, xy, yy, yz, xz, yz, zz]),
+                             persistent=False)
 
     @property
     def n_radial_features(self) -> int:
@@ -115,7 +133,17 @@ class ACSF(nn.Module):
 
     @property
     def n_features(self) -> int:
-        return self.n_radial_features + len(self.pairs) * len(self.angular_centres) * self.n_shapes
+        n_s = len(self.angular_centres)
+        return (self.n_radial_features + len(self.pairs) * n_s * self.n_shapes
+                + (len(self.triples) * n_s if self.four_body else 0))
+
+    def _second_moments(self, moments: torch.Tensor) -> torch.Tensor:
+        """[..., M] monomial moments -> [..., 3, 3] second-moment matrices."""
+        return moments.index_select(-1, self.matrix_index).unflatten(-1, (3, 3))
+
+    def _triple_factors(self, second: torch.Tensor) -> list[torch.Tensor]:
+        """The three matrices of every species triple: [N, T, n_s, 3, 3] each."""
+        return [second.index_select(1, idx) for idx in self.triple_index]
 
     def forward(self, center: torch.Tensor, neighbor_species: torch.Tensor, vec: torch.Tensor,
                 n_atoms: int) -> torch.Tensor:
@@ -173,7 +201,18 @@ class ACSF(nn.Module):
         angular = on_a * t.index_select(3, self.pair_b) + on_b * t.index_select(3, self.pair_a)
         same = on_a * self.pair_same.to(vec.dtype).view(1, 1, 1, -1, 1, 1)
         angular = angular - same * d_sq.view(n, k_max, 3, 1, -1, 1) * self.self_term.to(vec.dtype)
-        jac = torch.cat([radial.reshape(n, k_max, 3, -1), angular.reshape(n, k_max, 3, -1)], -1)
+        parts = [radial.reshape(n, k_max, 3, -1), angular.reshape(n, k_max, 3, -1)]
+        if self.four_body:
+            # ∂tr(ABC) = <∂A, (BC)ᵀ> + <∂B, (CA)ᵀ> + <∂C, (AB)ᵀ>, ∂ of a neighbour's own element
+            a, b, c = self._triple_factors(self._second_moments(moments))
+            d_second = self._second_moments(d_terms)  # [N, K, 3, n_s, 3, 3]
+            four = 0.0
+            for idx, (x, y) in zip(self.triple_index, ((b, c), (c, a), (a, b))):
+                partner = (x @ y).transpose(-2, -1)  # [N, T, n_s, 3, 3]
+                on = onehot.index_select(2, idx).view(n, k_max, 1, -1, 1)  # [N, K, 1, T, 1]
+                four = four + on * torch.einsum("nkcsij,ntsij->nkcts", d_second, partner)
+            parts.append(four.reshape(n, k_max, 3, -1))
+        jac = torch.cat(parts, -1)
         _, slot = _slots(center, n_atoms)
         return features, jac[center, slot].transpose(1, 2)
 
@@ -204,7 +243,11 @@ class ACSF(nn.Module):
         g_sq = torch.bmm(weights, ga * ga).index_select(1, self.pair_a)  # [N, P, n_s]
         same = self.pair_same.to(ga.dtype).view(1, -1, 1, 1)
         angular = angular - same * g_sq.unsqueeze(-1) * self.self_term.to(ga.dtype)
-        return torch.cat([radial, angular.reshape(n_atoms, -1)], dim=1)
+        parts = [radial, angular.reshape(n_atoms, -1)]
+        if self.four_body:
+            a, b, c = self._triple_factors(self._second_moments(moments))
+            parts.append(((a @ b) * c).sum((-2, -1)).reshape(n_atoms, -1))  # C symmetric
+        return torch.cat(parts, dim=1)
 
 
 def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:

@@ -60,6 +60,7 @@ class ModelConfig:
     n_angular_radial: int = 4
     zetas: list[int] = field(default_factory=lambda: [1, 2, 4])
     angular_range: float | None = None  # Å, last angular Gaussian centre; null: cutoff - 1
+    four_body: bool = False  # add tr(A A A) of the angular second moments
     # equivariant: a named preset, and the settings to change in it (null: the preset's)
     preset: str = "small"
     channels: int | None = None

@@ -64,7 +64,8 @@ def build_model(config, batches: list[Batch], seed: int, dtype: torch.dtype) -> 
             descriptor = default_parameters(config.cutoff, n_radial=config.n_radial,
                                             n_angular_radial=config.n_angular_radial,
                                             zetas=tuple(config.zetas),
-                                            angular_range=config.angular_range)
+                                            angular_range=config.angular_range,
+                                            four_body=config.four_body)
         except ValueError as exc:
             raise InvalidConfig(f"model: {exc}") from None
         network = BehlerParrinello(species, cutoff=config.cutoff, hidden=config.hidden,
