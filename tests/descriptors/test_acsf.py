@@ -110,6 +110,18 @@ def test_isolated_atom_and_atom_beyond_cutoff_give_zero_descriptor():
     assert empty.shape == (3, acsf.n_features) and torch.count_nonzero(empty) == 0
 
 
+@pytest.mark.parametrize("four_body", [False, True])
+def test_zeta_one_alone_builds(four_body):
+    """ζ = 1 needs only first moments; the four-body terms raise the degree to 2."""
+    params = default_parameters(3.0, n_radial=3, n_angular_radial=2, zetas=(1,),
+                                four_body=four_body)
+    acsf = ACSF(2, 3.0, **params).double()
+    pos = torch.tensor([[0.0, 0, 0], [1.0, 0.2, 0], [0.1, 1.1, 0.3]], dtype=torch.float64)
+    i, j = edges(pos.numpy(), 3.0)
+    out = acsf(i, torch.tensor([0, 1, 1])[j], pos[j] - pos[i], 3)
+    assert out.shape == (3, acsf.n_features) == (3, 2 * 3 + 3 * 2 * 2 + 4 * 2 * four_body)
+
+
 def test_invalid_zeta_rejected():
     params = default_parameters(3.0, zetas=(0, 1))
     with pytest.raises(ValueError, match="zetas"):

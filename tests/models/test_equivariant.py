@@ -5,6 +5,7 @@ presets."""
 from __future__ import annotations
 
 import shutil
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -242,6 +243,7 @@ def test_compiled_interactions_agree_with_eager(tmp_path):
         for key in ("energy", "forces", "stress"):
             torch.testing.assert_close(b[key], a[key], rtol=1e-10, atol=1e-10)
     assert counters["stats"]["calls_captured"] > 0  # the compiled code ran
+    print(dict(counters["stats"]), dict(counters.get("recompiles", {})))
     # training differentiates twice, which compiled code cannot: it stays eager
     batch = from_atoms(rattled)
     for pot in (eager, compiled):
@@ -249,6 +251,14 @@ def test_compiled_interactions_agree_with_eager(tmp_path):
         pot(batch, training=True)["forces"].square().sum().backward()
     for p, q in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-10, atol=1e-12)
+    # a copy compiles its own code, with its own weights
+    copy = deepcopy(compiled)
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.mul_(1.5)
+    reference = compiled(batch)["energy"]
+    torch.testing.assert_close(compiled(batch)["energy"], reference, rtol=0, atol=0)
+    assert (copy(batch)["energy"] - reference).abs().max() > 1e-3
 
 
 def test_presets_build_and_grow():

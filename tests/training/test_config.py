@@ -281,15 +281,18 @@ def test_relative_data_paths_follow_the_config_file(tmp_path, monkeypatch):
     assert load_config(saved) == c
 
 
-def test_an_angular_range_beyond_the_cutoff_is_a_config_error():
+def test_an_angular_range_outside_the_cutoff_is_a_config_error():
     import torch
     from ase.build import molecule
 
     from mlipkit.data import from_atoms
     from mlipkit.training.setup import build_model
 
-    frames = [from_atoms(molecule("H2O"), labels={"energy": -14.0})]
-    with pytest.raises(InvalidConfig, match="angular_range"):
-        build_model(ModelConfig(cutoff=4.0, angular_range=4.5), frames, 0, torch.float64)
+    with pytest.raises(InvalidConfig, match="'model.angular_range' must not exceed"):
+        RunConfig(data=DataConfig("x"), model=ModelConfig(cutoff=4.0, angular_range=4.5))
     with pytest.raises(InvalidConfig, match="'model.angular_range' must be > 0"):
         RunConfig(data=DataConfig("x"), model=ModelConfig(angular_range=-1.0))
+    # below the first shell: found when the descriptor is built
+    frames = [from_atoms(molecule("H2O"), labels={"energy": -14.0})]
+    with pytest.raises(InvalidConfig, match="angular_range"):
+        build_model(ModelConfig(cutoff=4.0, angular_range=0.5), frames, 0, torch.float64)

@@ -44,7 +44,7 @@ def default_parameters(cutoff: float, n_radial: int = 12, n_angular_radial: int 
     adds the three-neighbour terms on the angular Gaussians."""
     r0 = min(0.8, 0.25 * cutoff)
     last = cutoff - 1.0 if angular_range is None else float(angular_range)
-    if not r0 < last <= cutoff:
+    if angular_range is not None and not r0 < last <= cutoff:
         raise ValueError(f"angular_range must be in ({r0:g}, {cutoff:g}] Å, got {last:g}")
     radial_centres = torch.linspace(r0, cutoff - 0.5, n_radial).tolist()
     angular_centres = torch.linspace(r0, last, n_angular_radial).tolist()
@@ -119,13 +119,15 @@ class ACSF(nn.Module):
         self.register_buffer("pair_b", pair_b, persistent=False)
         self.register_buffer("pair_same", (pair_a == pair_b).to(torch.float64), persistent=False)
         # four-body: species triples, and the degree-2 monomials as a 3x3 matrix
-        self.triples = list(combinations_with_replacement(range(n_species), 3))
-        self.register_buffer("triple_index", torch.tensor(self.triples, dtype=torch.long).T,
-                             persistent=False)
-        xx, xy, xz, yy, yz, zz = (expo.index(e) for e in ((2, 0, 0), (1, 1, 0), (1, 0, 1),
-                                                           (0, 2, 0), (0, 1, 1), (0, 0, 2)))
-        self.register_buffer("matrix_index", torch.tensor([xx, xy, xz, xy, yy, yz, xz, yz, zz]),
-                             persistent=False)
+        self.triples = (list(combinations_with_replacement(range(n_species), 3))
+                        if self.four_body else [])
+        if self.four_body:
+            self.register_buffer("triple_index", torch.tensor(self.triples).T, persistent=False)
+            xx, xy, xz, yy, yz, zz = (expo.index(e) for e in ((2, 0, 0), (1, 1, 0), (1, 0, 1),
+                                                               (0, 2, 0), (0, 1, 1), (0, 0, 2)))
+            self.register_buffer("matrix_index",
+                                 torch.tensor([xx, xy, xz, xy, yy, yz, xz, yz, zz]),
+                                 persistent=False)
 
     @property
     def n_radial_features(self) -> int:
@@ -135,7 +137,7 @@ class ACSF(nn.Module):
     def n_features(self) -> int:
         n_s = len(self.angular_centres)
         return (self.n_radial_features + len(self.pairs) * n_s * self.n_shapes
-                + (len(self.triples) * n_s if self.four_body else 0))
+                + len(self.triples) * n_s)
 
     def _second_moments(self, moments: torch.Tensor) -> torch.Tensor:
         """[..., M] monomial moments -> [..., 3, 3] second-moment matrices."""

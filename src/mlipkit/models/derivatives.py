@@ -15,13 +15,14 @@ import torch
 from mlipkit.data.batch import Batch
 from mlipkit.errors import StressUndefined
 
-_SECOND_ORDER: ContextVar[bool] = ContextVar("second_order", default=False)
+_FIRST_ORDER_ONLY: ContextVar[bool] = ContextVar("first_order_only", default=False)
 
 
-def second_order() -> bool:
-    """Whether the energies being evaluated will be differentiated twice
-    (training on forces, Hessians): compiled code paths serve first order only."""
-    return _SECOND_ORDER.get()
+def first_order_only() -> bool:
+    """True inside :func:`evaluate` when the energies will be differentiated at
+    most once (no training graph, no Hessian): compiled code paths serve only
+    then; any other caller gets the eager code."""
+    return _FIRST_ORDER_ONLY.get()
 
 
 def evaluate(potential, batch: Batch, forces: bool = True, stress: bool = False,
@@ -49,11 +50,11 @@ def evaluate(potential, batch: Batch, forces: bool = True, stress: bool = False,
             positions = positions + torch.einsum("na,nab->nb", positions, sym[batch.system])
             cell = cell + torch.bmm(cell, sym)
         strained = batch.replace(positions=positions, cell=cell)
-        token = _SECOND_ORDER.set(create_graph or hessian)
+        token = _FIRST_ORDER_ONLY.set(not (create_graph or hessian))
         try:
             atomic = potential.atomic_energies(strained)
         finally:
-            _SECOND_ORDER.reset(token)
+            _FIRST_ORDER_ONLY.reset(token)
         energy = atomic.new_zeros(n_struct).index_add(0, batch.system, atomic)
         out = {"energy": energy, "atomic_energies": atomic}
         inputs = ([positions] if want_pos else []) + ([strain] if stress else [])

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import accumulate
 
-import numpy as np
 import torch
 from ase.data import chemical_symbols
 from e3nn import o3
@@ -38,7 +38,7 @@ from torch import nn
 from mlipkit.data.batch import Batch
 from mlipkit.descriptors.cutoff import polynomial_cutoff
 from mlipkit.models.base import Capabilities, Potential, local_edges, species_lookup, to_numbers
-from mlipkit.models.derivatives import second_order
+from mlipkit.models.derivatives import first_order_only
 
 # named hyper-parameter sets; benchmarks/evaluate.py and rmd17.py measure them
 PRESETS: dict[str, dict] = {
@@ -278,9 +278,9 @@ class ProductBasis(nn.Module):
         self.target = list(target)
         l_cap = max(l for l, _ in self.irreps_in)
         keys_a = list(self.irreps_in)
-        start = np.cumsum([0] + [2 * l + 1 for l, _ in keys_a]).tolist()
+        start = [0, *accumulate(2 * l + 1 for l, _ in keys_a)]
         # per order > 1 and key k1 of the previous order: (k1, [(output key, paths)],
-        # index of the coefficients [dim A, 2l1+1, Σ paths (2l+1)] in self.cg)
+        # index of the coefficients [dim A, (2l1+1) Σ paths (2l+1)] in self.cg)
         self.orders: list[list[tuple[Key, list[tuple[Key, int]], int]]] = []
         self.weights = nn.ParameterDict()  # per order and output key: [ns, C, groups]
         self.cg = Constants()
@@ -307,7 +307,7 @@ class ProductBasis(nn.Module):
                     continue
                 cg = torch.cat([b for bs in blocks.values() for b in bs], dim=2)
                 outs = [(k, len(bs)) for k, bs in blocks.items()]
-                steps.append((k1, outs, self.cg.add(cg.transpose(0, 1))))
+                steps.append((k1, outs, self.cg.add(cg.transpose(0, 1).reshape(start[-1], -1))))
                 for k, paths in outs:
                     new_groups[k] = new_groups.get(k, 0) + groups[k1] * paths
             for k, g in new_groups.items():
@@ -326,9 +326,8 @@ class ProductBasis(nn.Module):
         for order, steps in enumerate(self.orders, start=2):
             new: dict[Key, list[torch.Tensor]] = {}
             for k1, outs, index in steps:
-                cg = self.cg.get(index, a_all)  # [dim A, d1, M]
-                right = (a_all @ cg.flatten(1)).view(n, u, cg.shape[1], cg.shape[2])
                 x1 = current[k1]  # [N, C, g, d1]
+                right = (a_all @ self.cg.get(index, a_all)).view(n, u, x1.shape[-1], -1)
                 coupled = torch.matmul(x1, right)  # [N, C, g, M]
                 sizes = [paths * (2 * k[0] + 1) for k, paths in outs]
                 for (k, _), block in zip(outs, coupled.split(sizes, dim=-1)):
@@ -435,17 +434,29 @@ class Equivariant(Potential):
             self.readouts.append(_mlp([channels, 16, 1]) if last else nn.Linear(channels, 1,
                                                                                bias=False))
             irreps_h = update.irreps_out
+        # coupling coefficients of every block, filled per dtype/device outside compiled code
+        self._constants = [m.cg for m in self.modules() if isinstance(getattr(m, "cg", None),
+                                                                        Constants)]
+        self._compile_options: dict | None = None
         self._compiled = None
         self.to(torch.get_default_dtype())
 
     def compile_interactions(self, enabled: bool = True, **options) -> Equivariant:
         """Run the message passing through ``torch.compile`` (``options`` go to
-        it). Only energies and their first derivatives (forces, stress) use the
-        compiled code; training on forces and Hessians differentiate twice and
-        stay eager. The first call per dtype and device compiles (tens of
-        seconds on a CPU)."""
-        self._compiled = torch.compile(self._energy, dynamic=True, **options) if enabled else None
+        it; shapes are dynamic unless they say otherwise). Only energies and
+        their first derivatives (forces, stress) use the compiled code; training
+        on forces and Hessians differentiate twice and stay eager. The first
+        call per dtype and device compiles (tens of seconds to minutes on a CPU).
+        Copies of the module compile again on their first call."""
+        self._compile_options = {"dynamic": True, **options} if enabled else None
+        self._compiled = None
         return self
+
+    def __getstate__(self) -> dict:
+        # the compiled function is bound to this instance: copies and pickles drop it
+        state = super().__getstate__()
+        state["_compiled"] = None
+        return state
 
     def config(self) -> dict:
         return {"type": self.type_name, "species": [chemical_symbols[z] for z in self.species],
@@ -476,10 +487,11 @@ class Equivariant(Potential):
         edge_index, vec, r = local_edges(batch, self.cutoff)
         receiver, sender = edge_index
         run = self._energy
-        if self._compiled is not None and not second_order():
-            for module in self.modules():  # filled outside: compiled code must not mutate them
-                if isinstance(getattr(module, "cg", None), Constants):
-                    module.cg.copies(vec)
+        if self._compile_options is not None and first_order_only():
+            for constants in self._constants:  # compiled code must not fill them
+                constants.copies(vec)
+            if self._compiled is None:
+                self._compiled = torch.compile(self._energy, **self._compile_options)
             run = self._compiled
         energy = run(species, (self.sh(vec), self.radial(r), receiver, sender))
         every = torch.arange(len(self.species), device=species.device)

@@ -138,6 +138,10 @@ class RunConfig:
         if not any(w > 0 for w in weights.values()):
             raise InvalidConfig("at least one of 'training.loss.energy', '.forces', '.stress', "
                                 "'.hessian' must be positive (all are 0)")
+        m = self.model
+        if m.angular_range is not None and m.angular_range > m.cutoff:
+            raise InvalidConfig(f"'model.angular_range' must not exceed 'model.cutoff' "
+                                f"({m.angular_range:g} > {m.cutoff:g} Å)")
         return self
 
 
