@@ -243,7 +243,6 @@ def test_compiled_interactions_agree_with_eager(tmp_path):
         for key in ("energy", "forces", "stress"):
             torch.testing.assert_close(b[key], a[key], rtol=1e-10, atol=1e-10)
     assert counters["stats"]["calls_captured"] > 0  # the compiled code ran
-    print(dict(counters["stats"]), dict(counters.get("recompiles", {})))
     # training differentiates twice, which compiled code cannot: it stays eager
     batch = from_atoms(rattled)
     for pot in (eager, compiled):
