@@ -312,7 +312,7 @@ def test_labels_on_some_structures_enter_their_own_terms(tmp_path):
     from ase.build import fcc111
 
     from mlipkit.training.config import TrainingConfig
-    from mlipkit.training.data import cache_descriptors, label_groups, prepare
+    from mlipkit.training.data import cache_fixed_terms, label_groups, prepare
     from mlipkit.training.trainer import Trainer
     from tests.conftest import build_potential, triclinic_cu
     from tests.training.conftest import cu_structures, emt_labelled
@@ -346,7 +346,7 @@ def test_labels_on_some_structures_enter_their_own_terms(tmp_path):
     expected = 1.0 * terms["energy"] + 10.0 * terms["forces"] + 50.0 * terms["stress"]
     assert 50.0 * terms["stress"] > 0.01 * expected  # the stress term counts
     assert value == pytest.approx(expected, rel=1e-10)
-    cached = cache_descriptors(model, chunk, limit_gib=1.0)  # collated across label sets
+    cached = cache_fixed_terms(model, chunk, limit_gib=1.0)  # collated across label sets
     assert all("descriptor_jacobian" in b for b in cached)
     assert trainer._loss(cached, training=True)[2] == pytest.approx(expected, rel=1e-10)
 

@@ -70,6 +70,11 @@ _FIELDS = [
           "descriptor vector of each atom, computed once for fixed positions"),
     Field("descriptor_jacobian", ("E", 3, "F"), "edge", "float", "1/Å",
           "derivative of the center atom's descriptors with respect to the edge vector"),
+    # a ZBL prior cached for training the same way
+    Field("zbl_energies", ("N",), "atom", "float", "eV",
+          "ZBL energy of each atom, computed once for fixed positions"),
+    Field("zbl_edge_gradient", ("E", 3), "edge", "float", "eV/Å",
+          "derivative of the center atom's ZBL energy with respect to the edge vector"),
     Field("energy_std", ("B",), "system", "float", "eV", "predicted standard deviation of energy"),
     Field("forces_std", ("N", 3), "atom", "float", "eV/Å",
           "predicted standard deviation of forces"),

@@ -12,6 +12,7 @@ from mlipkit.data.batch import Batch
 from mlipkit.descriptors.acsf import ACSF, default_parameters
 from mlipkit.descriptors.standardize import PerSpeciesStandardizer
 from mlipkit.models.base import Capabilities, Potential, local_edges, species_lookup, to_numbers
+from mlipkit.models.linearized import linearized
 from mlipkit.neighbors import edge_vectors
 
 
@@ -62,14 +63,12 @@ class BehlerParrinello(Potential):
         """Raw ACSF vectors [N, F] for a batch with a neighbor list.
 
         A batch holding ``descriptors`` and ``descriptor_jacobian`` (see
-        :meth:`cache_descriptors`) is evaluated as G₀ + J·(r − r₀) at r = r₀:
-        the same values and first derivatives, without recomputing them.
+        :meth:`cache_descriptors`) gives those values and first derivatives
+        without recomputing them.
         """
         if "descriptors" in batch and "descriptor_jacobian" in batch:
-            vec = edge_vectors(batch)
-            delta = (vec - vec.detach()).unsqueeze(1)  # zero, but carries the gradient
-            change = torch.bmm(delta, batch.descriptor_jacobian).squeeze(1)
-            return batch.descriptors.index_add(0, batch.edge_index[0], change)
+            return linearized(edge_vectors(batch), batch.descriptors,
+                              batch.descriptor_jacobian, batch.edge_index[0])
         edge_index, vec, _ = local_edges(batch, self.cutoff)
         species = self.lookup[batch.numbers]
         i, j = edge_index
@@ -99,8 +98,9 @@ class BehlerParrinello(Potential):
             idx = torch.nonzero(species == s).squeeze(-1)
             if idx.numel() == 0:
                 continue
-            e = net(x.index_select(0, idx)).squeeze(-1) - net(x0[s : s + 1]).squeeze(-1)
-            out = out.index_put((idx,), e)
+            # the isolated atom's row rides along in the same pass
+            e = net(torch.cat([x.index_select(0, idx), x0[s : s + 1]])).squeeze(-1)
+            out = out.index_put((idx,), e[:-1] - e[-1])
         return out
 
     @torch.no_grad()

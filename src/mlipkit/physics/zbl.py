@@ -19,6 +19,8 @@ from ase.units import Bohr, Hartree
 from mlipkit.data.batch import Batch
 from mlipkit.descriptors.cutoff import smooth_switch
 from mlipkit.models.base import Capabilities, Potential, local_edges
+from mlipkit.models.linearized import linearized
+from mlipkit.neighbors import edge_vectors
 
 COULOMB = Hartree * Bohr  # e²/4πε₀ = 14.3996 eV·Å
 _PHI = ((0.18175, 3.19980), (0.50986, 0.94229), (0.28022, 0.40290), (0.02817, 0.20162))
@@ -56,8 +58,30 @@ class ZBL(Potential):
         return COULOMB * zi_f * zj_f / r * phi * switch
 
     def atomic_energies(self, batch: Batch) -> torch.Tensor:
+        if "zbl_energies" in batch and "zbl_edge_gradient" in batch:
+            return linearized(edge_vectors(batch), batch.zbl_energies.unsqueeze(-1),
+                              batch.zbl_edge_gradient.unsqueeze(-1),
+                              batch.edge_index[0]).squeeze(-1)
         edge_index, _, r = local_edges(batch, self.cutoff)
+        return self._atomic(batch, edge_index, r)
+
+    def _atomic(self, batch: Batch, edge_index: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         i, j = edge_index
         pair = self.pair_energy(r, batch.numbers[i], batch.numbers[j])
         # full list: each pair appears twice, half to each atom
         return r.new_zeros(batch.n_total_atoms, dtype=r.dtype).index_add(0, i, 0.5 * pair)
+
+    def cache(self, batch: Batch) -> Batch:
+        """``batch`` (with a neighbor list) with its ZBL energies per atom and
+        their derivatives with respect to each edge vector attached: training
+        at fixed positions then reads them instead of recomputing them (first
+        derivatives only, see :mod:`mlipkit.models.linearized`)."""
+        batch = batch.without("zbl_energies", "zbl_edge_gradient")
+        with torch.enable_grad():
+            vec = edge_vectors(batch).detach().requires_grad_(True)
+            r = torch.linalg.vector_norm(vec, dim=-1)
+            # pairs beyond the cutoff get r = cutoff, where the switch is zero
+            r = torch.where(r < self.cutoff, r, torch.full_like(r, self.cutoff))
+            energies = self._atomic(batch, batch.edge_index, r)
+            (gradient,) = torch.autograd.grad(energies.sum(), vec)
+        return batch.replace(zbl_energies=energies.detach(), zbl_edge_gradient=gradient)

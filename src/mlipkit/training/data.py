@@ -16,6 +16,7 @@ from mlipkit.errors import InvalidConfig, MissingLabel
 from mlipkit.models import BehlerParrinello
 from mlipkit.models.base import Potential
 from mlipkit.neighbors import attach_neighbors
+from mlipkit.physics import ZBL
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +69,41 @@ def prepare(batches: list[Batch], cutoff: float, dtype: torch.dtype) -> list[Bat
     return [attach_neighbors(b.to(dtype=dtype), cutoff) for b in batches]
 
 
-def cache_descriptors(model: Potential, batches: list[Batch], limit_gib: float,
+def cache_fixed_terms(model: Potential, batches: list[Batch], limit_gib: float,
                       chunk: int = 32) -> list[Batch]:
-    """Attach descriptors and their derivatives to every structure, once, if
-    the model is descriptor-based and the cache fits in ``limit_gib``;
-    otherwise return ``batches`` unchanged (descriptors recomputed per step)."""
-    nets = [m for m in model.modules() if isinstance(m, BehlerParrinello)]
-    if len(nets) != 1 or limit_gib <= 0 or not batches:
+    """Attach, once, what training at fixed positions would otherwise
+    recompute every step: a ZBL prior's energies and edge derivatives, and, if
+    the model is descriptor-based and they fit in ``limit_gib``, its
+    descriptors and their derivatives (else recomputed per step)."""
+    if not batches:
         return batches
-    net = nets[0]
-    itemsize = torch.finfo(net.dtype).bits // 8
-    size = sum(b.n_edges * 3 + b.n_total_atoms for b in batches) * net.acsf.n_features * itemsize
-    if size > limit_gib * 2**30:
-        log.info("descriptor cache would take %.1f GiB (> training.descriptor_cache_gib = %g); "
-                 "descriptors are recomputed every step", size / 2**30, limit_gib)
+    nets = [m for m in model.modules() if isinstance(m, BehlerParrinello)]
+    zbls = [m for m in model.modules() if isinstance(m, ZBL)]
+    net = nets[0] if len(nets) == 1 and limit_gib > 0 else None
+    zbl = zbls[0] if len(zbls) == 1 else None
+    if net is not None:
+        itemsize = torch.finfo(net.dtype).bits // 8
+        size = sum(b.n_edges * 3 + b.n_total_atoms for b in batches) * net.acsf.n_features
+        if size * itemsize > limit_gib * 2**30:
+            log.info("descriptor cache would take %.1f GiB (> training.descriptor_cache_gib = "
+                     "%g); descriptors are recomputed every step", size * itemsize / 2**30,
+                     limit_gib)
+            net = None
+    if net is None and zbl is None:
         return batches
     t0 = time.perf_counter()
     out = []
     for k in range(0, len(batches), chunk):
         part = batches[k : k + chunk]
-        group = Batch.collate([b.without(*LABEL_KEYS) for b in part])
-        cached = net.cache_descriptors(group.to(net.device)).to(group.device).split()
+        group = model.prepare(Batch.collate([b.without(*LABEL_KEYS) for b in part]))
+        if net is not None:
+            group = net.cache_descriptors(group)
+        if zbl is not None:
+            group = zbl.cache(group)
+        cached = group.to(part[0].device).split()
         out += [c.replace(**{key: b[key] for key in LABEL_KEYS if key in b})
                 for c, b in zip(cached, part)]
-    log.info("descriptor cache: %.2f GiB for %d structures, built in %.1f s", size / 2**30,
+    log.info("cached for training: %s of %d structures, in %.1f s",
+             " and ".join(n for n, m in (("descriptors", net), ("ZBL terms", zbl)) if m),
              len(batches), time.perf_counter() - t0)
     return out

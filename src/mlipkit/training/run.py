@@ -26,7 +26,7 @@ from mlipkit.models.checkpoint import save as save_model
 from mlipkit.models.ensemble import EnsemblePotential
 from mlipkit.training.config import RunConfig, save_config
 from mlipkit.training.data import (
-    cache_descriptors,
+    cache_fixed_terms,
     check_labels,
     prepare,
     read_labelled,
@@ -99,9 +99,9 @@ def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dic
         seed = tc.seed + k
         train_set = _member_train_set(sets["train"], k, config)
         model = build_model(config.model, train_set, seed, dtype).to(tc.device)
-        if k == 0 and tc.loss.hessian == 0:  # same descriptors for every member
+        if k == 0 and tc.loss.hessian == 0:  # the same for every member
             for name in ("train", "valid"):
-                sets[name] = cache_descriptors(model, sets[name], tc.descriptor_cache_gib)
+                sets[name] = cache_fixed_terms(model, sets[name], tc.descriptor_cache_gib)
             train_set = _member_train_set(sets["train"], k, config)
         trainer = Trainer(model, [b.to(tc.device) for b in train_set],
                           [b.to(tc.device) for b in sets["valid"]], tc, directory, seed,

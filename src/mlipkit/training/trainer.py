@@ -75,9 +75,9 @@ class Trainer:
         # derivatives the loss uses; each batch gets those its labels ask for
         self.need = {k: self.weights[k] > 0 and any(k in b for b in train)
                      for k in ("forces", "stress", "hessian")}
-        params = [p for p in model.parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.optimizer = opt(self.params, lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
         self.steps_per_epoch = max(1, math.ceil(len(train) / tc.batch_size))
         self.scheduler = self._scheduler()
         self.ema = EMA(model, tc.ema) if tc.ema else None
@@ -148,8 +148,8 @@ class Trainer:
             self._warmup_lr()
             loss, _, value = self._loss([self.train[i] for i in idx], training=True)
             self.optimizer.zero_grad(set_to_none=True)
-            if loss is not None:
-                loss.backward()
+            if loss is not None:  # parameters only: no position gradients
+                loss.backward(inputs=self.params)
             self.ctx.sum_gradients(self.model)
             if self.tc.clip_grad:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_grad)
