@@ -24,8 +24,10 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, p in model.named_parameters():
-            self.shadow[k].mul_(d).add_(p.detach(), alpha=1 - d)
+        names, params = zip(*model.named_parameters())
+        shadows = [self.shadow[k] for k in names]
+        torch._foreach_mul_(shadows, d)
+        torch._foreach_add_(shadows, [p.detach() for p in params], alpha=1 - d)
 
     @contextlib.contextmanager
     def applied(self, model: nn.Module):

@@ -77,7 +77,11 @@ class Trainer:
                      for k in ("forces", "stress", "hessian")}
         self.params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt(self.params, lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
+        try:  # one fused kernel for all parameters (CPU and CUDA)
+            self.optimizer = opt(self.params, lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+        except RuntimeError:  # a device without one
+            self.optimizer = opt(self.params, lr=tc.lr, weight_decay=tc.weight_decay,
+                                 foreach=True)
         self.steps_per_epoch = max(1, math.ceil(len(train) / tc.batch_size))
         self.scheduler = self._scheduler()
         self.ema = EMA(model, tc.ema) if tc.ema else None
@@ -152,7 +156,7 @@ class Trainer:
                 loss.backward(inputs=self.params)
             self.ctx.sum_gradients(self.model)
             if self.tc.clip_grad:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_grad)
+                torch.nn.utils.clip_grad_norm_(self.params, self.tc.clip_grad, foreach=True)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)
