@@ -366,6 +366,33 @@ def test_equivariant_model_trains_and_its_file_reloads(tmp_path, data_dir, no_pl
     assert metrics["valid"]["forces_mae"] < 0.6 * rows[0]["valid_forces_mae"]
 
 
+def test_linear_model_is_fitted_in_closed_form(tmp_path, data_dir, no_plots, one_thread):
+    """model.type=linear: one Bayesian fit; validation forces far better than
+    the reference-energy baseline (zero forces), a model file whose posterior
+    gives the calculator energy_std and forces_std, and no ensemble of it."""
+    run, metrics = quick_run(tmp_path, data_dir, "linear",
+                             ("model.type=linear", "model.soap_n_radial=3", "model.soap_l_max=2"))
+    assert not list(run.glob("**/checkpoint*"))
+    frames = read(data_dir / "cu_train.xyz")
+    mean_force = float(np.mean([b.forces.abs().mean() for b in frames]))
+    assert metrics["valid"]["forces_mae"] < 0.3 * mean_force
+    figures = metrics["valid"]["uncertainty"]  # from the posterior, as `mlipkit eval` reports
+    assert {"spearman_forces", "coverage_50", "coverage_90", "coverage_95", "nll",
+            "ece"} <= set(figures)
+    assert 0 < figures["coverage_50"] <= figures["coverage_90"] <= figures["coverage_95"] <= 1
+    fit = read_metadata(run / "model.safetensors")["extra"]["fit"]
+    assert 0 < fit["effective_parameters"] < fit["parameters"]
+    atoms = ase.io.read(data_dir / "cu_train.xyz", index=0)
+    atoms.calc = mlipkit.Calculator(mlipkit.load(run / "model.safetensors"))
+    assert atoms.get_potential_energy() == pytest.approx(float(frames[0].energy), abs=1.0)
+    std = atoms.calc.results
+    assert std["energy_std"] > 0 and std["forces_std"].shape == (len(atoms), 3)
+    assert (std["forces_std"] > 0).all()
+    cfg = write_config(tmp_path / "e.yaml", data_dir / "cu_train.xyz", tmp_path / "e")
+    with pytest.raises(InvalidConfig, match="ensemble"):
+        load_config(cfg, ("model.type=linear", "training.ensemble=2"))
+
+
 def test_unknown_preset_is_refused(tmp_path, data_dir):
     cfg = write_config(tmp_path / "c.yaml", data_dir / "cu_train.xyz", tmp_path / "run")
     with pytest.raises(InvalidConfig, match="model.preset"):

@@ -15,7 +15,8 @@ from mlipkit.models.base import Potential
 class Calculator(_ASECalculator):
     """Energy, forces, per-atom energies and (on periodic cells) stress.
 
-    An ensemble adds ``energy_std`` (eV) and ``forces_std`` (eV/Å) to the results.
+    An ensemble or a Bayesian linear model adds ``energy_std`` (eV) and
+    ``forces_std`` (eV/Å) to the results.
     Units are ASE's: eV, eV/Å, and eV/Å³ for stress in Voigt order
     (xx, yy, zz, yz, xz, xy) with ASE's sign. The potential's dtype and device
     are used as they are (``pot.double()`` gives float64 evaluation).
@@ -50,7 +51,7 @@ class Calculator(_ASECalculator):
             "forces": out["forces"].cpu().double().numpy(),
             "energies": out["atomic_energies"].cpu().double().numpy(),
         }
-        for key in ("energy_std", "forces_std"):  # ensembles report their spread
+        for key in ("energy_std", "forces_std"):  # ensembles and posteriors report a spread
             if key in out:
                 value = out[key].cpu().double().numpy()
                 self.results[key] = float(value[0]) if key == "energy_std" else value

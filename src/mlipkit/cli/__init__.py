@@ -13,6 +13,7 @@ from mlipkit.errors import MlipkitError
 COMMANDS = {
     "train": "mlipkit.cli.train",
     "eval": "mlipkit.cli.evaluate",
+    "calibrate": "mlipkit.cli.calibrate",
     "md": "mlipkit.cli.md",
     "neb": "mlipkit.cli.neb",
     "vib": "mlipkit.cli.vib",

@@ -10,6 +10,7 @@ model files never need pickle.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -118,8 +119,23 @@ class Potential(nn.Module, metaclass=abc.ABCMeta):
         """
         from mlipkit.models.derivatives import evaluate
 
-        return evaluate(self, self.prepare(batch), forces=forces, stress=stress,
-                        hessian=hessian, create_graph=training)
+        batch = self.prepare(batch)
+        out = evaluate(self, batch, forces=forces, stress=stress, hessian=hessian,
+                       create_graph=training)
+        if not training:
+            out.update(self.uncertainty(batch, forces=forces))
+        return out
+
+    def uncertainty(self, batch: Batch, forces: bool = True) -> dict[str, torch.Tensor]:
+        """``energy_std`` [B] (and ``forces_std`` [N,3]) from a term of this
+        potential that has a fitted posterior (see
+        :class:`~mlipkit.models.linear.BayesianLinear`); empty if none has.
+        The other terms count as exact: the spread is that term's, which
+        ``mlipkit train`` composes with scale 1."""
+        for module in self.modules():
+            if getattr(module, "fitted", False) and hasattr(module, "predictive_std"):
+                return module.predictive_std(batch, forces=forces)
+        return {}
 
 
 def combine_capabilities(parts: list[Capabilities], dtype: torch.dtype) -> Capabilities:
@@ -156,6 +172,15 @@ def local_edges(batch: Batch, cutoff: float) -> tuple[torch.Tensor, torch.Tensor
     if not bool(keep.all()):
         edge_index, vec, r = edge_index[:, keep], vec[keep], r[keep]
     return edge_index, vec, r
+
+
+def check_std_scale(std_scale) -> list[float]:
+    """(energy, forces) factors applied to predicted standard deviations."""
+    values = [float(v) for v in std_scale]
+    if len(values) != 2 or not all(0 < v < math.inf for v in values):
+        raise ValueError(f"std_scale must be two positive numbers (energy, forces), got "
+                         f"{std_scale}")
+    return values
 
 
 def species_lookup(numbers: list[int]) -> torch.Tensor:

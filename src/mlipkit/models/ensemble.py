@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from mlipkit.data.batch import Batch
-from mlipkit.models.base import Capabilities, Potential, combine_capabilities
+from mlipkit.models.base import (
+    Capabilities,
+    Potential,
+    check_std_scale,
+    combine_capabilities,
+)
 from mlipkit.models.derivatives import evaluate
 
 
@@ -19,24 +24,30 @@ class EnsemblePotential(Potential):
     (and ``hessian``), the spread across members as ``energy_std`` [B] and
     ``forces_std`` [N,3] (population standard deviation), and the per-member
     values as ``energy_members`` [K,B] and ``forces_members`` [K,N,3].
+    ``std_scale`` (energy, forces) multiplies the spreads: 1 as trained, a
+    fitted value after ``mlipkit calibrate``.
     """
 
     type_name = "ensemble"
 
-    def __init__(self, members: Sequence[Potential]) -> None:
+    def __init__(self, members: Sequence[Potential],
+                 std_scale: Sequence[float] = (1.0, 1.0)) -> None:
         super().__init__()
         if len(members) < 1:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
+        self.std_scale = check_std_scale(std_scale)
 
     def config(self) -> dict:
-        return {"type": self.type_name, "members": [m.config() for m in self.members]}
+        return {"type": self.type_name, "members": [m.config() for m in self.members],
+                "std_scale": self.std_scale}
 
     @classmethod
     def from_config(cls, config: dict) -> EnsemblePotential:
         from mlipkit.models.registry import build
 
-        return cls([build(c) for c in config["members"]])
+        return cls([build(c) for c in config["members"]],
+                   std_scale=config.get("std_scale", (1.0, 1.0)))
 
     @property
     def capabilities(self) -> Capabilities:
@@ -55,6 +66,7 @@ class EnsemblePotential(Potential):
             stacked = torch.stack([o[key] for o in outs])
             result[key] = stacked.mean(0)
             if key in ("energy", "forces"):
-                result[f"{key}_std"] = stacked.std(0, unbiased=False)
+                scale = self.std_scale[0 if key == "energy" else 1]
+                result[f"{key}_std"] = scale * stacked.std(0, unbiased=False)
                 result[f"{key}_members"] = stacked
         return result

@@ -8,11 +8,13 @@ from mlipkit.models.bpnn import BehlerParrinello
 from mlipkit.models.composite import ScaleShift, SumPotential
 from mlipkit.models.ensemble import EnsemblePotential
 from mlipkit.models.equivariant import Equivariant
+from mlipkit.models.linear import BayesianLinear
 from mlipkit.physics.zbl import ZBL
 
 REGISTRY: dict[str, type[Potential]] = {
     cls.type_name: cls
-    for cls in (BehlerParrinello, Equivariant, SumPotential, ScaleShift, ZBL, EnsemblePotential)
+    for cls in (BehlerParrinello, Equivariant, BayesianLinear, SumPotential, ScaleShift, ZBL,
+                EnsemblePotential)
 }
 
 

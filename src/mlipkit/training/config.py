@@ -28,7 +28,8 @@ from mlipkit.errors import InvalidConfig
 
 # The allowed names, each defined once. Model types must be keys of
 # mlipkit.models.registry.REGISTRY that training knows how to build.
-MODEL_TYPES = ("bpnn", "equivariant")
+MODEL_TYPES = ("bpnn", "equivariant", "linear")
+LINEAR_DESCRIPTORS = ("soap", "acsf")  # of the linear model (models/linear.py)
 PRESETS = ("small", "medium", "large")  # of the equivariant model (models/equivariant.py)
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("plateau", "cosine", "none")
@@ -61,6 +62,10 @@ class ModelConfig:
     zetas: list[int] = field(default_factory=lambda: [1, 2, 4])
     angular_range: float | None = None  # Å, last angular Gaussian centre; null: cutoff - 1
     four_body: bool = False  # add tr(A A A) of the angular second moments
+    # linear: Bayesian ridge on SOAP (power spectrum) or on the ACSF above
+    descriptor: str = "soap"
+    soap_n_radial: int = 6
+    soap_l_max: int = 4
     # equivariant: a named preset, and the settings to change in it (null: the preset's)
     preset: str = "small"
     channels: int | None = None
@@ -142,6 +147,9 @@ class RunConfig:
         if m.angular_range is not None and m.angular_range > m.cutoff:
             raise InvalidConfig(f"'model.angular_range' must not exceed 'model.cutoff' "
                                 f"({m.angular_range:g} > {m.cutoff:g} Å)")
+        if m.type == "linear" and self.training.ensemble > 1:
+            raise InvalidConfig("'training.ensemble' must be 1 for model.type 'linear': its "
+                                "uncertainty comes from the Bayesian posterior, not a committee")
         return self
 
 
@@ -160,6 +168,9 @@ _RULES: list[tuple[str, Any, str]] = [
     ("data.energy_key", bool, "must not be empty"),
     ("model.type", *_choice(MODEL_TYPES)),
     ("model.cutoff", lambda v: v > 0, "must be > 0"),
+    ("model.descriptor", *_choice(LINEAR_DESCRIPTORS)),
+    ("model.soap_n_radial", lambda v: v >= 1, "must be >= 1"),
+    ("model.soap_l_max", lambda v: 0 <= v <= 8, "must be in [0, 8]"),
     ("model.hidden", _positive_ints, "must be a non-empty list of integers >= 1"),
     ("model.n_radial", lambda v: v >= 1, "must be >= 1"),
     ("model.n_angular_radial", lambda v: v >= 1, "must be >= 1"),

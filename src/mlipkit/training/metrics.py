@@ -16,8 +16,9 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from mlipkit.data.batch import Batch
+from mlipkit.uncertainty import uncertainty_metrics
 
-__all__ = ["predict", "error_metrics", "evaluate"]
+__all__ = ["predict", "error_metrics", "evaluate", "geometry_batch", "single_structures"]
 
 # what a chunk keeps of each structure: geometry, plus a neighbor list when every
 # structure of the chunk has one (labels differ between structures and would
@@ -26,7 +27,8 @@ _GEOMETRY = ("positions", "numbers", "system", "cell", "pbc", "n_atoms")
 _EDGES = ("edge_index", "shifts")
 
 
-def _singles(batches: Sequence[Batch]) -> list[Batch]:
+def single_structures(batches: Sequence[Batch]) -> list[Batch]:
+    """One batch per structure (batches of several are split)."""
     out: list[Batch] = []
     for b in batches:
         if not isinstance(b, Batch):
@@ -39,7 +41,9 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
 
-def _chunk_input(chunk: list[Batch]) -> Batch:
+def geometry_batch(chunk: list[Batch]) -> Batch:
+    """The structures of ``chunk`` collated without their labels (and with
+    their neighbor lists when all have one)."""
     names = list(_GEOMETRY)
     if all(all(k in b for k in _EDGES) for b in chunk):
         names += _EDGES
@@ -61,6 +65,8 @@ def predict(potential, batches: Sequence[Batch], batch_size: int = 32,
 
     - ``energy_pred`` [S] (eV), ``n_atoms`` [S], ``numbers`` [N],
       ``forces_pred`` [N,3] (eV/Å);
+    - ``energy_std`` [S] (eV) and ``forces_std`` [N,3] (eV/Å) when the
+      potential predicts its spread;
     - ``energy_ref`` [S] and ``forces_ref`` [N,3] when every structure has
       that label;
     - ``stress_pred``, ``stress_ref`` [S',3,3] (eV/Å³) and ``stress_index``
@@ -71,7 +77,7 @@ def predict(potential, batches: Sequence[Batch], batch_size: int = 32,
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    singles = _singles(batches)
+    singles = single_structures(batches)
     if not singles:
         raise ValueError("nothing to evaluate: the list of batches is empty")
     n_struct = len(singles)
@@ -81,7 +87,9 @@ def predict(potential, batches: Sequence[Batch], batch_size: int = 32,
     has_stress = [p and "stress" in b for p, b in zip(periodic, singles)]
 
     energy_pred = np.empty(n_struct)
+    energy_std = np.full(n_struct, np.nan)
     forces_pred = np.empty((int(start[-1]), 3))
+    forces_std = np.full((int(start[-1]), 3), np.nan)
     stress_pred: dict[int, np.ndarray] = {}
     groups = [[k for k in range(n_struct) if periodic[k] == p] for p in (True, False)]
     with tqdm(total=n_struct, disable=not progress, desc="evaluating", unit="structure") as bar:
@@ -89,15 +97,20 @@ def predict(potential, batches: Sequence[Batch], batch_size: int = 32,
             for c in range(0, len(group), batch_size):
                 idx = group[c : c + batch_size]
                 want_stress = any(has_stress[k] for k in idx)
-                out = potential(_chunk_input([singles[k] for k in idx]), forces=True,
+                out = potential(geometry_batch([singles[k] for k in idx]), forces=True,
                                 stress=want_stress)
                 energy_pred[idx] = _numpy(out["energy"])
+                if "energy_std" in out:
+                    energy_std[idx] = _numpy(out["energy_std"])
                 forces = _numpy(out["forces"])
+                std = _numpy(out["forces_std"]) if "forces_std" in out else None
                 stress = _numpy(out["stress"]) if want_stress else None
                 offset = 0
                 for j, k in enumerate(idx):
                     n = int(n_atoms[k])
                     forces_pred[start[k] : start[k] + n] = forces[offset : offset + n]
+                    if std is not None:
+                        forces_std[start[k] : start[k] + n] = std[offset : offset + n]
                     offset += n
                     if has_stress[k]:
                         stress_pred[k] = stress[j]
@@ -109,6 +122,10 @@ def predict(potential, batches: Sequence[Batch], batch_size: int = 32,
         "numbers": torch.cat([b.numbers for b in singles]).cpu().numpy().astype(np.int64),
         "forces_pred": forces_pred,
     }
+    if not np.isnan(energy_std).any():
+        result["energy_std"] = energy_std
+    if not np.isnan(forces_std).any():
+        result["forces_std"] = forces_std
     if all("energy" in b for b in singles):
         result["energy_ref"] = np.concatenate([_numpy(b.energy) for b in singles])
     if all("forces" in b for b in singles):
@@ -135,7 +152,9 @@ def error_metrics(pred: dict[str, np.ndarray]) -> dict:
     over all Cartesian components) and ``forces_mae_per_species``
     ({symbol: eV/Å}, by atomic number); with stress labels ``stress_mae``,
     ``stress_rmse`` (eV/Å³, over all 9 components of the structures that have
-    them). Keys whose labels are absent are left out.
+    them). Keys whose labels are absent are left out. With force labels and
+    predicted spreads, ``uncertainty`` holds the calibration figures of
+    :func:`mlipkit.uncertainty.uncertainty_metrics`.
     """
     n_atoms = np.asarray(pred["n_atoms"])
     metrics: dict = {"n_structures": int(n_atoms.shape[0]), "n_atoms": int(n_atoms.sum())}
@@ -152,6 +171,9 @@ def error_metrics(pred: dict[str, np.ndarray]) -> dict:
             chemical_symbols[int(z)]: float(np.mean(np.abs(diff[numbers == z])))
             for z in np.unique(numbers)
         }
+        if "forces_std" in pred:
+            structure = np.repeat(np.arange(n_atoms.shape[0]), n_atoms)
+            metrics["uncertainty"] = uncertainty_metrics(diff, pred["forces_std"], structure)
     if "stress_ref" in pred and len(pred["stress_ref"]) > 0:
         diff = np.asarray(pred["stress_pred"], float) - np.asarray(pred["stress_ref"], float)
         metrics["stress_mae"], metrics["stress_rmse"] = _mae_rmse(diff)

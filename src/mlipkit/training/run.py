@@ -33,6 +33,7 @@ from mlipkit.training.data import (
     split_indices,
 )
 from mlipkit.training.distributed import from_environment
+from mlipkit.training.linear import fit_linear
 from mlipkit.training.metrics import evaluate
 from mlipkit.training.plots import learning_curves, parity_plots
 from mlipkit.training.setup import build_model
@@ -93,6 +94,13 @@ def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dic
     log.info("data: %d train, %d valid%s structures (neighbor lists built in %.1f s)",
              len(sets["train"]), len(sets["valid"]),
              f", {len(sets['test'])} test" if "test" in sets else "", time.perf_counter() - t0)
+    if config.model.type == "linear":  # closed form: no epochs, checkpoints or members
+        model = build_model(config.model, sets["train"], tc.seed, dtype).to(tc.device)
+        info = fit_linear(model, [b.to(tc.device) for b in sets["train"]], progress)
+        if not ctx.is_main:
+            return {}
+        save_model(model, out / "model.safetensors", extra={"fit": info})
+        return report(model, sets, out, progress)
     members = []
     for k in range(tc.ensemble):
         directory = out if tc.ensemble == 1 else out / f"member_{k}"

@@ -11,7 +11,13 @@ from mlipkit.data.batch import Batch
 from mlipkit.data.dataset import fit_reference_energies, label_statistics, species_of
 from mlipkit.descriptors.acsf import default_parameters
 from mlipkit.errors import InvalidConfig
-from mlipkit.models import BehlerParrinello, Equivariant, ScaleShift, SumPotential
+from mlipkit.models import (
+    BayesianLinear,
+    BehlerParrinello,
+    Equivariant,
+    ScaleShift,
+    SumPotential,
+)
 from mlipkit.models.base import Potential
 from mlipkit.models.equivariant import PRESETS
 from mlipkit.neighbors import edge_vectors
@@ -50,6 +56,22 @@ def equivariant_network(config, species: list[int], batches: list[Batch]) -> Equ
         raise InvalidConfig(f"model (preset {config.preset!r}): {exc}") from None
 
 
+def _linear_descriptor(config) -> dict:
+    if config.descriptor == "soap":
+        return {"n_radial": config.soap_n_radial, "l_max": config.soap_l_max}
+    return _acsf_parameters(config)
+
+
+def _acsf_parameters(config) -> dict:
+    try:
+        return default_parameters(config.cutoff, n_radial=config.n_radial,
+                                  n_angular_radial=config.n_angular_radial,
+                                  zetas=tuple(config.zetas), angular_range=config.angular_range,
+                                  four_body=config.four_body)
+    except ValueError as exc:
+        raise InvalidConfig(f"model: {exc}") from None
+
+
 def build_model(config, batches: list[Batch], seed: int, dtype: torch.dtype) -> Potential:
     """Reference energies by least squares, descriptor statistics and the
     output scale from ``batches``; network weights from ``seed``."""
@@ -59,19 +81,17 @@ def build_model(config, batches: list[Batch], seed: int, dtype: torch.dtype) -> 
     torch.manual_seed(seed)
     if config.type == "equivariant":
         network = equivariant_network(config, species, batches).to(dtype)
+        model: Potential = ScaleShift(network, scale=scale, shift=references)
+    elif config.type == "linear":
+        network = BayesianLinear(species, cutoff=config.cutoff, descriptor=config.descriptor,
+                                 params=_linear_descriptor(config)).to(dtype)
+        network.fit_scale(batches[:2000])
+        model = ScaleShift(network, scale=1.0, shift=references)  # weights carry the scale
     else:
-        try:
-            descriptor = default_parameters(config.cutoff, n_radial=config.n_radial,
-                                            n_angular_radial=config.n_angular_radial,
-                                            zetas=tuple(config.zetas),
-                                            angular_range=config.angular_range,
-                                            four_body=config.four_body)
-        except ValueError as exc:
-            raise InvalidConfig(f"model: {exc}") from None
         network = BehlerParrinello(species, cutoff=config.cutoff, hidden=config.hidden,
-                                   descriptor=descriptor).to(dtype)
+                                   descriptor=_acsf_parameters(config)).to(dtype)
         network.fit_standardization(batches[:2000])
-    model: Potential = ScaleShift(network, scale=scale, shift=references)
+        model = ScaleShift(network, scale=scale, shift=references)
     if config.zbl:
         model = SumPotential(model, ZBL())
     log.info("model: %s, species %s, output scale %.4g eV, reference energies %s",

@@ -1,0 +1,1 @@
+"""Active learning: choosing what to label next."""

@@ -1,0 +1,5 @@
+"""How far to trust a prediction: calibration figures of predicted spreads."""
+
+from mlipkit.uncertainty.calibration import fit_std_scale, uncertainty_metrics
+
+__all__ = ["fit_std_scale", "uncertainty_metrics"]
