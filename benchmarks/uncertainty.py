@@ -133,6 +133,8 @@ def main() -> None:
                                          "budget_s": args.ensemble_budget,
                                          **calibrated_figures(ensemble, held, test)}
 
+    write(record)  # the aspirin part survives a failure below
+
     # 2. out of distribution: ethanol in, malonaldehyde out
     eth_pool = frames("ethanol", "train")
     eth_train = [eth_pool[i] for i in split_indices(len(eth_pool), 0.05, seed=0)[0][
@@ -151,12 +153,16 @@ def main() -> None:
         name: {"roc_auc": roc_auc(e.score(inside).per_structure,
                                   e.score(outside).per_structure)}
         for name, e in estimators.items()}
+    print(write(record))
+
+
+def write(record: dict) -> str:
     record.update({"mlipkit": mlipkit.__version__, "torch": torch.__version__,
                    "threads": torch.get_num_threads(), "machine": platform.machine(),
                    "date": time.strftime("%Y-%m-%d")})
     line = json.dumps(record)
-    print(line)
     (ROOT / "results" / "uncertainty.json").write_text(line + "\n")
+    return line
 
 
 if __name__ == "__main__":
