@@ -164,7 +164,7 @@ class BayesianLinear(Potential):
     @torch.no_grad()
     def fit(self, batches: Sequence[Batch], energy_targets: Sequence[torch.Tensor],
             force_targets: Sequence[torch.Tensor | None], max_iterations: int = 200,
-            tolerance: float = 1e-7, chunk: int = 16, progress: bool = False) -> dict:
+            tolerance: float = 1e-5, chunk: int = 16, progress: bool = False) -> dict:
         """Closed-form Bayesian fit to per-structure targets (what this term
         should add to the rest of the model; ``None`` for a structure without
         force labels); returns the fitted prior precision α, the energy and
