@@ -169,7 +169,9 @@ class BayesianLinear(Potential):
         should add to the rest of the model; ``None`` for a structure without
         force labels); returns the fitted prior precision α, the energy and
         force noise (standard deviations), the iteration count and the
-        effective number of parameters γ."""
+        effective number of parameters γ. The evidence maximisation stops
+        when α and the noise precisions change by less than ``tolerance``
+        (relative) in an iteration."""
         from tqdm.auto import tqdm
 
         from mlipkit.data.keys import LABEL_KEYS
@@ -181,9 +183,10 @@ class BayesianLinear(Potential):
         rhs = {k: torch.zeros(p, dtype=torch.float64) for k in "EF"}
         yy = dict.fromkeys("EF", 0.0)
         n = dict.fromkeys("EF", 0)
-        for k in tqdm(range(0, len(batches), chunk), desc="design matrix", disable=not progress,
+        items = list(zip(batches, energy_targets, force_targets))
+        for k in tqdm(range(0, len(items), chunk), desc="design matrix", disable=not progress,
                       leave=False):
-            part = list(zip(batches, energy_targets, force_targets))[k : k + chunk]
+            part = items[k : k + chunk]
             group = self.prepare(Batch.collate([b.without(*LABEL_KEYS) for b, _, _ in part]))
             labelled = [f is not None for _, _, f in part]
             x_e, x_f = self.design(group, forces=any(labelled))
