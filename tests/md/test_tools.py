@@ -139,3 +139,28 @@ def test_stability_of_the_argon_dimer_matches_its_vibration():
 
     assert amplitude(0.95 * report.max_timestep) < 0.05
     assert amplitude(1.05 * report.max_timestep) > 1.0
+
+
+def test_a_fitted_linear_model_feeds_the_uncertainty_guard():
+    """MD with a Bayesian linear model: every step carries its posterior force
+    spread (the model's own), and the guard stops on it."""
+    from ase.build import molecule
+
+    from mlipkit.data import from_atoms
+    from mlipkit.models.linear import BayesianLinear
+    from tests.models.test_linear import SPECIES, _batches, _model, _teacher_data
+
+    teacher = _model(seed=4)
+    model = BayesianLinear(SPECIES, cutoff=4.0, params={"n_radial": 3, "l_max": 2}).double()
+    model.scale.copy_(teacher.scale)
+    train = _batches(30, seed=100)
+    model.fit(train, *_teacher_data(teacher, train, 0.01, 0.02, seed=1))
+    state = initial_state(molecule("CH3CH2OH"), temperature=100, seed=0)
+    field = ForceField(model)
+    state = field.evaluate(state)
+    expected = model.predictive_std(from_atoms(molecule("CH3CH2OH")))["forces_std"]
+    torch.testing.assert_close(state.outputs["forces_std"], expected)
+    limit = 0.5 * float(torch.linalg.vector_norm(expected, dim=-1).max())
+    with pytest.raises(SimulationUnstable, match="force uncertainty above its limit"):
+        simulate(state, Langevin(100, seed=0), field, 0.5, 3, guard=Guard(max_uncertainty=limit),
+                 progress=False)

@@ -47,7 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-distance", type=float, default=0.5,
                         help="stop when two atoms come closer, Å")
     parser.add_argument("--max-uncertainty", type=float,
-                        help="stop when an ensemble's force std exceeds this, eV/Å")
+                        help="stop when the predicted force std (an ensemble's or a fitted "
+                        "linear model's) exceeds this, eV/Å")
     parser.add_argument("--rdf", type=float, metavar="R_MAX",
                         help="accumulate g(r) up to R_MAX Å (periodic cells): rdf.csv, rdf.png")
     parser.add_argument("--msd", action="store_true",
@@ -126,7 +127,7 @@ def run(args) -> int:
     rdf = md.RadialDistribution(args.rdf, interval=args.log_interval) if args.rdf else None
     msd = md.MeanSquaredDisplacement(args.log_interval) if args.msd else None
     uncertainty = md.UncertaintyMonitor(args.log_interval) \
-        if isinstance(model, EnsemblePotential) else None
+        if isinstance(model, EnsemblePotential) or ff.posterior else None
     observers = [md.ThermoLog(out / "thermo.csv", args.log_interval),
                  md.Trajectory(out, args.traj_interval),
                  *[o for o in (rdf, msd, uncertainty) if o is not None]]

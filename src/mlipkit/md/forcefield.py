@@ -78,6 +78,9 @@ class ForceField:
         self.species = caps.species
         self.neighbors = VerletList(caps.cutoff, skin)
         self.stress = stress
+        # a term with a posterior (a fitted linear model) adds its spread every step
+        self.posterior = any(getattr(m, "fitted", False) and hasattr(m, "predictive_std")
+                             for m in potential.modules())
 
     def evaluate(self, state: MDState) -> MDState:
         """The state with forces, energy (stress) for its current positions."""
@@ -91,6 +94,8 @@ class ForceField:
         if type(self.potential).forward is Potential.forward:
             # checked above at every rebuild: skip the per-call casting and species check
             out = evaluate(self.potential, batch, forces=True, stress=self.stress)
+            if self.posterior:
+                out.update(self.potential.uncertainty(batch))
         else:  # e.g. ensembles, which add their spread
             out = self.potential(batch, forces=True, stress=self.stress)
         forces = out["forces"].masked_fill(state.fixed.unsqueeze(-1), 0.0)

@@ -16,9 +16,9 @@ from mlipkit.neighbors import edge_vectors
 class Guard:
     """Limits, each optional: ``max_force`` (eV/Å, any force component
     vector norm), ``min_distance`` (Å, between any two atoms within the
-    neighbor list) and ``max_uncertainty`` (eV/Å, the largest force standard
-    deviation of an ensemble). Non-finite energies, forces, positions or
-    momenta always stop the run."""
+    neighbor list) and ``max_uncertainty`` (eV/Å, the largest predicted force
+    standard deviation: an ensemble's or a fitted linear model's). Non-finite
+    energies, forces, positions or momenta always stop the run."""
 
     max_force: float | None = None
     min_distance: float | None = None
@@ -44,8 +44,8 @@ class Guard:
         if self.max_uncertainty is not None:
             std = state.outputs.get("forces_std")
             if std is None:
-                raise InvalidConfig("max_uncertainty needs an ensemble potential "
-                                    "(one that predicts forces_std)")
+                raise InvalidConfig("max_uncertainty needs a potential that predicts "
+                                    "forces_std (an ensemble or a fitted linear model)")
             self._limit(state, "force uncertainty", torch.linalg.vector_norm(std, dim=-1),
                         self.max_uncertainty, "eV/Å")
         if self.min_distance is not None and state.batch.n_edges:

@@ -164,7 +164,8 @@ class UncertaintyMonitor(Observer):
     def __call__(self, state: MDState, integrator) -> None:
         std = state.outputs.get("forces_std")
         if std is None:
-            raise InvalidConfig("the uncertainty monitor needs an ensemble potential")
+            raise InvalidConfig("the uncertainty monitor needs a potential that predicts "
+                                "forces_std (an ensemble or a fitted linear model)")
         norm = torch.linalg.vector_norm(std, dim=-1)
         largest = state.replica_max(norm)
         mean = state.per_replica(norm) / state.per_replica(torch.ones_like(norm))
