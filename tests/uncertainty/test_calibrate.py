@@ -85,6 +85,26 @@ def test_calibration_finds_the_noise_inflation(fitted, tmp_path, capsys):
     assert figures["coverage_90"] == pytest.approx(report["after"]["coverage_90"], abs=0.01)
 
 
+def test_isotonic_table_is_stored_and_used_by_eval(fitted, tmp_path, capsys):
+    path, valid = fitted
+    out = tmp_path / "isotonic.safetensors"
+    assert main(["calibrate", str(path), str(valid), "--output", str(out), "--json",
+                 "--isotonic"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["isotonic"]
+    for level in (50, 90, 95):  # fitted on these errors: nominal up to the quantile step
+        assert report["after"][f"coverage_{level}"] == pytest.approx(level / 100, abs=0.005)
+    table = mlipkit.load(out).interval_table
+    assert len(table) == 99 and table == sorted(table)
+    assert main(["eval", str(out), str(valid), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)["uncertainty"]
+    assert figures["coverage_90"] == pytest.approx(report["after"]["coverage_90"], abs=0.01)
+    # calibrating again without --isotonic clears the table
+    assert main(["calibrate", str(out), str(valid), "--json"]) == 0
+    capsys.readouterr()
+    assert mlipkit.load(out).interval_table is None
+
+
 def test_calibration_refuses_bad_input(fitted, tmp_path, capsys):
     path, valid = fitted
     one = tmp_path / "one.xyz"
@@ -126,5 +146,8 @@ def test_ensembles_calibrate_and_old_files_load():
     assert ensemble.std_scale == [report["std_scale"]["energy"], report["std_scale"]["forces"]]
     assert report["after"]["nll"] < report["before"]["nll"]
     config = ensemble.config()
-    del config["std_scale"]
-    assert build(config).std_scale == [1.0, 1.0]
+    del config["std_scale"], config["interval_table"]
+    old = build(config)
+    assert old.std_scale == [1.0, 1.0] and old.interval_table is None
+    with pytest.raises(ValueError, match="non-decreasing"):
+        EnsemblePotential(members, interval_table=list(range(99, 0, -1)))

@@ -34,6 +34,8 @@ def test_ensemble_deviation_follows_its_definition():
     scores = EnsembleDeviation(ensemble, batch_size=2).score(batches)
     np.testing.assert_allclose(scores.per_atom, expected, rtol=1e-10)
     np.testing.assert_allclose(scores.per_structure, expected.reshape(3, 9).max(1), rtol=1e-10)
+    np.testing.assert_allclose(scores.mean_per_structure, expected.reshape(3, 9).mean(1),
+                               rtol=1e-10)
     relative = EnsembleDeviation(ensemble, relative=True, floor=0.5).score(batches)
     np.testing.assert_allclose(relative.per_atom,
                                expected / (np.linalg.norm(mean, axis=-1) + 0.5), rtol=1e-10)

@@ -14,6 +14,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("data", help="labelled validation data: extxyz, ase.db or rMD17 .npz")
     parser.add_argument("--output", help="calibrated model file (default: overwrite MODEL)")
     parser.add_argument("--plots", metavar="DIR", help="write reliability.png here")
+    parser.add_argument("--isotonic", action="store_true",
+                        help="also fit an isotonic table of force-interval widths, for "
+                        "errors that are not Gaussian in the predicted spread")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--energy-key", default="energy")
     parser.add_argument("--forces-key", default="forces")
@@ -31,7 +34,8 @@ def run(args) -> int:
     data = check_labels(read_labelled(args.data, args.energy_key, args.forces_key, None),
                         args.data)
     report = calibrate(model, data, batch_size=args.batch_size,
-                       progress=not (args.json or args.quiet), plots=args.plots)
+                       progress=not (args.json or args.quiet), plots=args.plots,
+                       isotonic=args.isotonic)
     extra = dict(read_metadata(path).get("extra", {}), calibration=report)
     report["output"] = str(save(model, args.output or path, extra=extra))
     if args.json:

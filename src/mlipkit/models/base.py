@@ -183,6 +183,27 @@ def check_std_scale(std_scale) -> list[float]:
     return values
 
 
+def check_interval_table(table) -> list[float] | None:
+    """An isotonic interval table (see :mod:`mlipkit.uncertainty.calibration`),
+    or None."""
+    if table is None:
+        return None
+    from mlipkit.uncertainty.calibration import LEVELS
+
+    values = [float(v) for v in table]
+    if (len(values) != len(LEVELS) or not all(0 < v < math.inf for v in values)
+            or any(b < a for a, b in zip(values, values[1:]))):
+        raise ValueError(f"interval_table must be {len(LEVELS)} positive, non-decreasing "
+                         "numbers")
+    return values
+
+
+def uncertainty_head(model: nn.Module) -> nn.Module | None:
+    """The module of ``model`` that predicts spreads (it holds ``std_scale``
+    and ``interval_table``), or None."""
+    return next((m for m in model.modules() if hasattr(m, "std_scale")), None)
+
+
 def species_lookup(numbers: list[int]) -> torch.Tensor:
     """Table mapping atomic number -> index in ``numbers`` (-1 if absent)."""
     table = torch.full((len(chemical_symbols),), -1, dtype=torch.long)

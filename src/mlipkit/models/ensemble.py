@@ -11,6 +11,7 @@ from mlipkit.data.batch import Batch
 from mlipkit.models.base import (
     Capabilities,
     Potential,
+    check_interval_table,
     check_std_scale,
     combine_capabilities,
 )
@@ -25,29 +26,33 @@ class EnsemblePotential(Potential):
     ``forces_std`` [N,3] (population standard deviation), and the per-member
     values as ``energy_members`` [K,B] and ``forces_members`` [K,N,3].
     ``std_scale`` (energy, forces) multiplies the spreads: 1 as trained, a
-    fitted value after ``mlipkit calibrate``.
+    fitted value after ``mlipkit calibrate``, which may also fit an isotonic
+    ``interval_table`` for the force intervals.
     """
 
     type_name = "ensemble"
 
     def __init__(self, members: Sequence[Potential],
-                 std_scale: Sequence[float] = (1.0, 1.0)) -> None:
+                 std_scale: Sequence[float] = (1.0, 1.0),
+                 interval_table: Sequence[float] | None = None) -> None:
         super().__init__()
         if len(members) < 1:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
         self.std_scale = check_std_scale(std_scale)
+        self.interval_table = check_interval_table(interval_table)
 
     def config(self) -> dict:
         return {"type": self.type_name, "members": [m.config() for m in self.members],
-                "std_scale": self.std_scale}
+                "std_scale": self.std_scale, "interval_table": self.interval_table}
 
     @classmethod
     def from_config(cls, config: dict) -> EnsemblePotential:
         from mlipkit.models.registry import build
 
         return cls([build(c) for c in config["members"]],
-                   std_scale=config.get("std_scale", (1.0, 1.0)))
+                   std_scale=config.get("std_scale", (1.0, 1.0)),
+                   interval_table=config.get("interval_table"))
 
     @property
     def capabilities(self) -> Capabilities:

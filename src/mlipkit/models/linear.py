@@ -30,6 +30,7 @@ from mlipkit.errors import MissingLabel
 from mlipkit.models.base import (
     Capabilities,
     Potential,
+    check_interval_table,
     check_std_scale,
     local_edges,
     species_lookup,
@@ -53,13 +54,16 @@ class BayesianLinear(Potential):
             ACSF, generated from the cutoff when omitted).
         std_scale: (energy, forces) factors on the predicted standard
             deviations, set by ``mlipkit calibrate``.
+        interval_table: isotonic force-interval table, set by
+            ``mlipkit calibrate --isotonic``.
     """
 
     type_name = "linear"
 
     def __init__(self, species: Sequence[str | int], cutoff: float = 5.0,
                  descriptor: str = "soap", params: dict | None = None,
-                 std_scale: Sequence[float] = (1.0, 1.0)) -> None:
+                 std_scale: Sequence[float] = (1.0, 1.0),
+                 interval_table: Sequence[float] | None = None) -> None:
         super().__init__()
         if descriptor not in DESCRIPTORS:
             raise ValueError(f"descriptor must be one of {DESCRIPTORS}, got {descriptor!r}")
@@ -67,6 +71,7 @@ class BayesianLinear(Potential):
         self.cutoff = float(cutoff)
         self.descriptor = descriptor
         self.std_scale = check_std_scale(std_scale)
+        self.interval_table = check_interval_table(interval_table)
         n = len(self.species)
         if descriptor == "soap":
             self.params = {"n_radial": 6, "l_max": 4, **(params or {})}
@@ -87,7 +92,7 @@ class BayesianLinear(Potential):
     def config(self) -> dict:
         return {"type": self.type_name, "species": [chemical_symbols[z] for z in self.species],
                 "cutoff": self.cutoff, "descriptor": self.descriptor, "params": self.params,
-                "std_scale": self.std_scale}
+                "std_scale": self.std_scale, "interval_table": self.interval_table}
 
     @property
     def capabilities(self) -> Capabilities:

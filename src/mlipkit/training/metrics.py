@@ -16,6 +16,7 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from mlipkit.data.batch import Batch
+from mlipkit.models.base import uncertainty_head
 from mlipkit.uncertainty import uncertainty_metrics
 
 __all__ = ["predict", "error_metrics", "evaluate", "geometry_batch", "single_structures"]
@@ -66,7 +67,8 @@ def predict(potential, batches: Sequence[Batch], batch_size: int = 32,
     - ``energy_pred`` [S] (eV), ``n_atoms`` [S], ``numbers`` [N],
       ``forces_pred`` [N,3] (eV/Å);
     - ``energy_std`` [S] (eV) and ``forces_std`` [N,3] (eV/Å) when the
-      potential predicts its spread;
+      potential predicts its spread, and ``interval_table`` [99] when it
+      carries an isotonic recalibration;
     - ``energy_ref`` [S] and ``forces_ref`` [N,3] when every structure has
       that label;
     - ``stress_pred``, ``stress_ref`` [S',3,3] (eV/Å³) and ``stress_index``
@@ -126,6 +128,9 @@ def predict(potential, batches: Sequence[Batch], batch_size: int = 32,
         result["energy_std"] = energy_std
     if not np.isnan(forces_std).any():
         result["forces_std"] = forces_std
+        table = getattr(uncertainty_head(potential), "interval_table", None)
+        if table is not None:
+            result["interval_table"] = np.array(table)
     if all("energy" in b for b in singles):
         result["energy_ref"] = np.concatenate([_numpy(b.energy) for b in singles])
     if all("forces" in b for b in singles):
@@ -173,7 +178,8 @@ def error_metrics(pred: dict[str, np.ndarray]) -> dict:
         }
         if "forces_std" in pred:
             structure = np.repeat(np.arange(n_atoms.shape[0]), n_atoms)
-            metrics["uncertainty"] = uncertainty_metrics(diff, pred["forces_std"], structure)
+            metrics["uncertainty"] = uncertainty_metrics(diff, pred["forces_std"], structure,
+                                                         pred.get("interval_table"))
     if "stress_ref" in pred and len(pred["stress_ref"]) > 0:
         diff = np.asarray(pred["stress_pred"], float) - np.asarray(pred["stress_ref"], float)
         metrics["stress_mae"], metrics["stress_rmse"] = _mae_rmse(diff)

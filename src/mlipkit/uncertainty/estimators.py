@@ -13,7 +13,10 @@ larger meaning less trustworthy.
 
 Descriptor-based scores take an :class:`Environments` (the descriptor used)
 and are fitted on training structures; model-based scores take the model.
-An atom's structure score is the largest of its atoms' scores.
+A structure's score is the largest of its atoms' scores (a test for a
+local novelty such as one stretched bond); :attr:`Scores.mean_per_structure`
+gives their mean (a joint test for a shift that spreads over all atoms, such
+as a higher temperature).
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ class Scores:
     per_structure: np.ndarray
     structure: np.ndarray
     threshold: float | None = None
+
+    @property
+    def mean_per_structure(self) -> np.ndarray:
+        """[S] the mean atom score of each structure."""
+        count = np.bincount(self.structure, minlength=len(self.per_structure))
+        return np.bincount(self.structure, self.per_atom, len(self.per_structure)) / count
 
 
 def _scores(per_atom: np.ndarray, n_atoms: Sequence[int], threshold=None) -> Scores:
