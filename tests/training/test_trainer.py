@@ -226,6 +226,21 @@ def test_ensemble_calculator_reports_a_spread(ensemble_run, data_dir):
     assert atoms.calc.get_property("forces_std", atoms).shape == (32, 3)
 
 
+def test_warm_start_from_an_ensemble_file(tmp_path, data_dir, ensemble_run, no_plots):
+    """Each member starts from the same member of the given file: with a
+    vanishing learning rate the weights stay where they started."""
+    source = ensemble_run[0] / "model.safetensors"
+    run, _ = quick_run(tmp_path, data_dir, "warm", max_epochs=1, ensemble=3, lr=1e-12,
+                       init_from=str(source))
+    start, warm = mlipkit.load(source), mlipkit.load(run / "model.safetensors")
+    for a, b in zip(start.members, warm.members):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(y, x, atol=1e-9, rtol=0, msg=name)
+    with pytest.raises(InvalidConfig, match="does not match the configured model"):
+        quick_run(tmp_path, data_dir, "mismatch", overrides=("model.hidden=[16]",),
+                  max_epochs=1, init_from=str(source))
+
+
 def test_bootstrap_ensemble(tmp_path, data_dir, ensemble_run, no_plots):
     run, metrics = quick_run(tmp_path, data_dir, "boot", max_epochs=2, ensemble=2,
                              bootstrap=True)

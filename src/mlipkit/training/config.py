@@ -107,6 +107,9 @@ class TrainingConfig:
     device: str = "cpu"
     ensemble: int = 1  # K members
     bootstrap: bool = False
+    # warm start: a model file with the same architecture (member k of an
+    # ensemble file starts member k; a single model starts every member)
+    init_from: str | None = None
     # descriptors and their derivatives computed once per structure and kept
     # in memory up to this size (GiB); 0 recomputes them every step
     descriptor_cache_gib: float = 4.0
@@ -125,7 +128,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
         """Build and validate a config from a plain (YAML-loaded) mapping."""
-        return _build(cls, d, "")
+        return build_config(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict of builtins (nested dicts, lists, str, int, float, bool, None)."""
@@ -288,11 +291,13 @@ def save_config(config: RunConfig, path: str | os.PathLike) -> Path:
     return path
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str],
+                    root: type | None = None) -> dict[str, Any]:
     """A copy of ``raw`` with ``dotted.key=value`` overrides set, in order.
 
     Values are read as YAML (``600``, ``[32, 32]``, ``null``); a mapping value
-    replaces the whole section it names.
+    replaces the whole section it names. Keys are checked against the
+    dataclass ``root`` (default :class:`RunConfig`).
     """
     out = copy.deepcopy(dict(raw))
     for item in overrides:
@@ -302,7 +307,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             raise InvalidConfig(f"override {item!r} is not of the form dotted.key=value "
                                 f"(e.g. training.max_time=600)")
         parts = key.split(".")
-        _check_known(parts)
+        _check_known(parts, root or RunConfig)
         try:
             value = _yaml_load(text)
         except yaml.YAMLError:
@@ -319,7 +324,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
 
 
 # -- the generic walk over the dataclasses --------------------------------------
-def _known_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+def _known_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for name, hint in typing.get_type_hints(cls).items():
         keys.append(prefix + name)
@@ -328,10 +333,10 @@ def _known_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown(key: str) -> InvalidConfig:
+def _unknown(key: str, root: type) -> InvalidConfig:
     """The error for an unknown dotted key, suggesting the closest known one: a
     similar name in the same section, else the same name in another section."""
-    known = _known_keys()
+    known = _known_keys(root)
     section, _, leaf = key.rpartition(".")
     siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == section}
     close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
@@ -343,30 +348,38 @@ def _unknown(key: str) -> InvalidConfig:
     return InvalidConfig(f"unknown key '{key}'; known keys{where}: {', '.join(siblings)}")
 
 
-def _check_known(parts: list[str]) -> None:
-    cls: Any = RunConfig
+def _check_known(parts: list[str], root: type) -> None:
+    cls: Any = root
     for i, part in enumerate(parts):
         hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if not hints and i > 0 and typing.get_origin(cls) is dict:
+            return  # free-form keywords (e.g. an oracle's)
         if part not in hints:
-            raise _unknown(".".join(parts[: i + 1]) if hints else ".".join(parts))
+            raise _unknown(".".join(parts[: i + 1]) if hints else ".".join(parts), root)
         cls = hints[part]
 
 
-def _build(cls: type, d: Any, prefix: str) -> Any:
+def build_config(cls: type, d: Any, prefix: str = "") -> Any:
+    """The dataclass ``cls`` from a plain mapping, every value type-checked;
+    unknown keys are named with the closest known one."""
+    return _build(cls, d, prefix, cls)
+
+
+def _build(cls: type, d: Any, prefix: str, root: type) -> Any:
     if not isinstance(d, Mapping):
         where = f"'{prefix.rstrip('.')}'" if prefix else "the config"
         raise InvalidConfig(f"{where} must be a mapping, got {_show(d)}")
     hints = typing.get_type_hints(cls)
     for name in d:
         if name not in hints:
-            raise _unknown(f"{prefix}{name}")
+            raise _unknown(f"{prefix}{name}", root)
     kwargs = {}
     for f in dataclasses.fields(cls):
         key, hint = prefix + f.name, hints[f.name]
         if f.name in d:
-            kwargs[f.name] = _coerce(d[f.name], hint, key)
+            kwargs[f.name] = _coerce(d[f.name], hint, key, root=root)
         elif dataclasses.is_dataclass(hint) and f.default_factory is dataclasses.MISSING:
-            kwargs[f.name] = _build(hint, {}, key + ".")  # names the missing leaf key
+            kwargs[f.name] = _build(hint, {}, key + ".", root)  # names the missing leaf key
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise InvalidConfig(f"missing required key '{key}'")
     return cls(**kwargs)
@@ -375,18 +388,21 @@ def _build(cls: type, d: Any, prefix: str) -> Any:
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-def _coerce(value: Any, hint: Any, key: str, nullable: bool = False) -> Any:
+def _coerce(value: Any, hint: Any, key: str, nullable: bool = False,
+            root: type | None = None) -> Any:
     """``value`` checked against the type hint (int accepted for float, bool never a number)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key, nullable=True)
-    expected = "a mapping" if dataclasses.is_dataclass(hint) else (
+        return _coerce(value, inner, key, nullable=True, root=root)
+    expected = "a mapping" if dataclasses.is_dataclass(hint) or origin is dict else (
         "a list" if origin is list else _TYPE_NAMES.get(hint, str(hint)))
     if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        return _build(hint, value, key + ".")
+        return _build(hint, value, key + ".", root or hint)
+    if origin is dict and isinstance(value, Mapping):
+        return copy.deepcopy(dict(value))
     if origin is list and isinstance(value, (list, tuple)):
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

@@ -73,6 +73,23 @@ def _member_train_set(train: list[Batch], member: int, config: RunConfig) -> lis
     return [train[i] for i in rng.integers(0, len(train), size=len(train))]
 
 
+def _initial_members(path: str | None) -> list:
+    if path is None:
+        return []
+    model = load_model(path)
+    return list(model.members) if isinstance(model, EnsemblePotential) else [model]
+
+
+def _warm_start(model, initial, path: str) -> None:
+    """All weights and buffers of ``initial`` into ``model`` (same architecture)."""
+    try:
+        model.load_state_dict(initial.state_dict(), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InvalidConfig(f"'training.init_from' {path} does not match the configured model "
+                            f"({first}); use the model section it was trained with") from None
+
+
 def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train as configured; returns the final metrics (also in metrics.json)."""
     out = Path(config.output)
@@ -102,11 +119,14 @@ def train(config: RunConfig, resume: bool = False, progress: bool = True) -> dic
         save_model(model, out / "model.safetensors", extra={"fit": info})
         return report(model, sets, out, progress)
     members = []
+    initial = _initial_members(tc.init_from)
     for k in range(tc.ensemble):
         directory = out if tc.ensemble == 1 else out / f"member_{k}"
         seed = tc.seed + k
         train_set = _member_train_set(sets["train"], k, config)
         model = build_model(config.model, train_set, seed, dtype).to(tc.device)
+        if initial:
+            _warm_start(model, initial[k % len(initial)], tc.init_from)
         if k == 0 and tc.loss.hessian == 0:  # the same for every member
             for name in ("train", "valid"):
                 sets[name] = cache_fixed_terms(model, sets[name], tc.descriptor_cache_gib)
