@@ -54,3 +54,8 @@ class HessianUnavailable(MlipkitError, ValueError):
 
 class PathMismatch(MlipkitError, ValueError):
     """The end points of a reaction path do not hold the same atoms."""
+
+
+class OracleFailures(MlipkitError, RuntimeError):
+    """Too many reference calculations failed for an active-learning run to
+    go on; the labels already obtained are kept."""
