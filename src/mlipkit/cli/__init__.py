@@ -12,6 +12,7 @@ from mlipkit.errors import MlipkitError
 
 COMMANDS = {
     "train": "mlipkit.cli.train",
+    "learn": "mlipkit.cli.learn",
     "eval": "mlipkit.cli.evaluate",
     "calibrate": "mlipkit.cli.calibrate",
     "md": "mlipkit.cli.md",

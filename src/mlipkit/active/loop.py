@@ -1,0 +1,327 @@
+"""`mlipkit learn`: seed -> train a committee -> explore -> select -> label, in rounds.
+
+Run folder::
+
+    config.yaml            the resolved config
+    labels.db              every oracle call (see :mod:`mlipkit.active.store`)
+    history.json           one entry per finished round
+    rounds/round_R/        train.xyz, the committee's training run (train/),
+                           selected.xyz and exploration.json
+    model.safetensors      the last round's committee
+    report/                learning curve and uncertainty histograms
+
+Everything a round decides is written before it is acted on (the selected
+structures before they are queued, each label the moment it arrives), so
+running the same command after an interruption, even a kill -9, carries on
+where it stopped without repeating a finished oracle call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from mlipkit.active.config import LearnConfig, save_learn_config
+from mlipkit.active.executors import label_pending, make_executor
+from mlipkit.active.explore import Exploration, explore
+from mlipkit.active.oracles import Oracle
+from mlipkit.active.report import write_report
+from mlipkit.active.selection import trust_band
+from mlipkit.active.store import LabelStore
+from mlipkit.errors import InvalidConfig, OracleFailures
+from mlipkit.models.checkpoint import load as load_model
+from mlipkit.training.config import DataConfig, RunConfig
+from mlipkit.training.metrics import evaluate
+from mlipkit.training.run import train
+
+log = logging.getLogger(__name__)
+TRAINING_ORIGINS = ("seed", "explore")
+
+
+def read_structures(path: str) -> list[Atoms]:
+    """Every frame of an extxyz / ase.db / any ASE-readable file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"structures file not found: {path}")
+    frames = ase.io.read(path, index=":")
+    if not frames:
+        raise InvalidConfig(f"{path} holds no structures")
+    return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
+
+
+def seed_structures(starts: list[Atoms], count: int, amplitude: float, strain: float,
+                    seed: int) -> list[Atoms]:
+    """Each start and ``count`` copies with Gaussian displacements (and, for
+    periodic cells, a random symmetric strain)."""
+    rng = np.random.default_rng([seed, 7])
+    out = []
+    for atoms in starts:
+        out.append(atoms.copy())
+        for _ in range(count):
+            copy = atoms.copy()
+            if copy.pbc.all() and strain > 0:
+                e = rng.uniform(-strain, strain, (3, 3))
+                copy.set_cell(copy.cell.array @ (np.eye(3) + 0.5 * (e + e.T)),
+                              scale_atoms=True)
+            copy.positions += rng.normal(0.0, amplitude, copy.positions.shape)
+            out.append(copy)
+    return out
+
+
+def _write_json(path: Path, value) -> None:
+    """Atomically: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Learner:
+    """One `mlipkit learn` run folder."""
+
+    def __init__(self, config: LearnConfig, progress: bool = True) -> None:
+        self.config, self.progress = config, progress
+        self.out = Path(config.output)
+        self.out.mkdir(parents=True, exist_ok=True)
+        _warn_on_oracle_change(self.out / "config.yaml", config)
+        save_learn_config(config, self.out / "config.yaml")
+        self.store = LabelStore(self.out / "labels.db")
+        self.oracle = Oracle(config.oracle.calculator, config.oracle.kwargs)
+        self.starts = read_structures(config.structures)
+        if config.explore.pressure is not None and not all(a.pbc.all() for a in self.starts):
+            raise InvalidConfig("'explore.pressure' needs starting structures periodic in all "
+                                "three directions")
+        history = self.out / "history.json"
+        self.history: list[dict] = json.loads(history.read_text()) if history.exists() else []
+
+    # -- labelling -----------------------------------------------------------
+    def label(self, executor, round: int) -> None:
+        """Label everything pending, then stop the run if too much of
+        ``round`` failed for good."""
+        ex = self.config.executor
+        summary = label_pending(self.store, self.oracle, executor, ex.max_attempts,
+                                self.progress)
+        if summary["calls"]:
+            log.info("labelling: %s", summary)
+        given_up = [f for f in self.store.failures(round) if f["tries"] >= ex.max_attempts]
+        total = sum(self.store.counts(round).values())
+        if total and len(given_up) / total > ex.max_failed_fraction:
+            report = self.out / f"failures_round_{round}.json"
+            _write_json(report, given_up)
+            raise OracleFailures(
+                f"{len(given_up)} of {total} structures of round {round} failed "
+                f"{ex.max_attempts} times (more than {ex.max_failed_fraction:.0%}); nothing was "
+                f"trained on them. First error: {given_up[0]['error'].splitlines()[0]}. "
+                f"All errors: {report}. Fix the oracle, then run the same command again: "
+                "each run gives failed structures their attempts anew.")
+
+    # -- one round -----------------------------------------------------------
+    def train_round(self, r: int) -> Path:
+        folder = self.out / "rounds" / f"round_{r:03d}"
+        model_path = folder / "train" / "model.safetensors"
+        if model_path.exists():
+            return model_path
+        folder.mkdir(parents=True, exist_ok=True)
+        n = self.store.export_extxyz(folder / "train.xyz", TRAINING_ORIGINS, max_round=r)
+        if n < 2:
+            raise OracleFailures(f"only {n} labelled structure(s) to train on; check "
+                                 f"{self.store.path} for failures")
+        previous = self.out / "rounds" / f"round_{r - 1:03d}" / "train" / "model.safetensors"
+        training = dataclasses.replace(self.config.training,
+                                       init_from=str(previous) if r > 0 else None)
+        run = RunConfig(data=DataConfig(train=str(folder / "train.xyz"),
+                                        valid_fraction=self.config.valid_fraction),
+                        model=self.config.model, training=training,
+                        output=str(folder / "train"))
+        resume = any((folder / "train").glob("**/checkpoint*.safetensors"))
+        train(run, resume=resume, progress=self.progress)
+        return model_path
+
+    def add_test(self, structures: list[Atoms]) -> None:
+        ids = self.store.add(structures, origin="test", round=0)
+        shared = [i for i in ids if self.store.db.get(id=i).origin != "test"]
+        if shared:
+            raise InvalidConfig(f"{len(shared)} test structure(s) are also seed structures; a "
+                                "test set must be held out")
+
+    def test_metrics(self, model) -> dict:
+        test = self.store.labelled(origins=("test",))
+        if not test:
+            return {}
+        metrics, _ = evaluate(model, test)
+        return {"test_forces_rmse": metrics["forces_rmse"],
+                "test_energy_mae_per_atom": metrics["energy_mae_per_atom"]}
+
+    def explore_and_select(self, r: int, model) -> dict:
+        """Exploration statistics of round ``r``; the selected structures go
+        to ``selected.xyz`` first, then the statistics (the marker that this
+        step is done)."""
+        folder = self.out / "rounds" / f"round_{r:03d}"
+        done = folder / "exploration.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        c = self.config
+        result = explore(model, self.starts, c.explore.temperatures, c.explore.steps,
+                         c.explore.timestep, c.explore.friction, c.explore.sample_every,
+                         c.select.hi, c.explore.pressure, seed=c.random_seed + r,
+                         progress=self.progress)
+        chosen = self.select(result, model, np.random.default_rng([c.random_seed, r]),
+                             self.calls_left(r))
+        ase.io.write(folder / "selected.xyz", [result.frames[k] for k in chosen],
+                     format="extxyz")
+        stats = {"frames": len(result.samples), "trajectories": result.trajectories,
+                 "stopped": result.stopped,
+                 "uncertain_fraction": result.uncertain_fraction(c.select.lo),
+                 "selected": len(chosen), "deviation": [round(d, 5) for d in result.deviation],
+                 "temperature": result.temperature}
+        _write_json(done, stats)
+        return stats
+
+    def calls_left(self, r: int) -> int | None:
+        budget = self.config.stop.max_oracle_calls
+        if budget is None:
+            return None
+        return max(budget - self.store.calls(TRAINING_ORIGINS, max_round=r), 0)
+
+    def select(self, result: Exploration, model, rng, calls_left: int | None) -> list[int]:
+        """Indices of the frames to label: the last trusted frames of stopped
+        trajectories first, then the trust band (thinned for diversity), or
+        for ``random`` a uniform draw of the samples; at most ``per_round``
+        and the calls left in the budget."""
+        s = self.config.select
+        count = s.per_round if calls_left is None else min(s.per_round, calls_left)
+        samples = result.samples
+        if s.strategy == "random":
+            return sorted(rng.choice(samples, size=min(count, len(samples)),
+                                     replace=False).tolist())
+        chosen = result.last_trusted[:count]
+        band = samples[(np.asarray(result.deviation)[samples] >= s.lo)
+                       & (np.asarray(result.deviation)[samples] <= s.hi)]
+        if len(chosen) < count and len(band):
+            features = _structure_features(model, [result.frames[k] for k in band]) \
+                if s.diversity else None
+            picks = trust_band(np.asarray(result.deviation)[band], s.lo, s.hi,
+                               count - len(chosen), features)
+            chosen += band[picks].tolist()
+        return chosen
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> dict:
+        c = self.config
+        executor = make_executor(c.executor.kind, **_executor_kwargs(c))
+        start = time.perf_counter() - (self.history[-1]["elapsed_s"] if self.history else 0.0)
+        try:
+            again = self.store.requeue_failed(c.executor.max_attempts)
+            if again:
+                log.info("retrying %d structures that failed in an earlier run", again)
+            if not self.history:  # adding is idempotent: a kill in between is harmless
+                seeds = seed_structures(self.starts, c.seed.rattle, c.seed.amplitude,
+                                        c.seed.strain, c.random_seed)
+                self.store.add(seeds, origin="seed", round=0)
+                if c.test:
+                    self.add_test(read_structures(c.test))
+            self.label(executor, 0)
+            r = len(self.history)
+            while True:
+                if self.history and self.history[-1].get("stop"):
+                    break
+                model_path = self.train_round(r)
+                model = load_model(model_path)
+                entry = {"round": r,
+                         "oracle_calls": self.store.calls(TRAINING_ORIGINS, max_round=r),
+                         "labels": self.store.counts_ok(TRAINING_ORIGINS, max_round=r),
+                         **self.test_metrics(model)}
+                stop = self.stop_reason(r, entry, start)
+                if stop is None:
+                    stats = self.explore_and_select(r, model)
+                    entry.update({k: v for k, v in stats.items()
+                                  if k not in ("deviation", "temperature")})
+                    if stats["uncertain_fraction"] < c.stop.uncertain_fraction:
+                        stop = (f"converged: {stats['uncertain_fraction']:.1%} of explored "
+                                f"frames uncertain (< {c.stop.uncertain_fraction:.1%})")
+                    elif stats["selected"] == 0:
+                        stop = ("nothing to select: no candidate in the trust band, or the "
+                                "oracle budget is spent")
+                    else:
+                        selected = ase.io.read(self.out / "rounds" / f"round_{r:03d}" /
+                                               "selected.xyz", index=":")
+                        self.store.add(selected, origin="explore", round=r + 1)
+                        self.label(executor, r + 1)
+                entry["elapsed_s"] = time.perf_counter() - start
+                if stop is not None:
+                    entry["stop"] = stop
+                self.history.append(entry)
+                _write_json(self.out / "history.json", self.history)
+                log.info("round %d: %s", r, {k: v for k, v in entry.items()})
+                r += 1
+        finally:
+            executor.close()
+        shutil.copyfile(self.out / "rounds" / f"round_{self.history[-1]['round']:03d}" /
+                        "train" / "model.safetensors", self.out / "model.safetensors")
+        write_report(self.out, self.history, c.select.lo, c.select.hi)
+        return self.history[-1]
+
+    def stop_reason(self, r: int, entry: dict, start: float) -> str | None:
+        s = self.config.stop
+        rmse = entry.get("test_forces_rmse")
+        if s.forces_rmse is not None and rmse is not None and rmse <= s.forces_rmse:
+            return f"test force RMSE {rmse:.4g} eV/Å reached the target {s.forces_rmse:g}"
+        if s.max_oracle_calls is not None and entry["oracle_calls"] >= s.max_oracle_calls:
+            return f"oracle budget spent ({entry['oracle_calls']} calls)"
+        if s.max_time is not None and time.perf_counter() - start >= s.max_time:
+            return f"time budget spent ({s.max_time:g} s)"
+        if r + 1 >= s.max_rounds:
+            return f"{s.max_rounds} rounds done"
+        return None
+
+
+def _warn_on_oracle_change(path: Path, config: LearnConfig) -> None:
+    if not path.exists():
+        return
+    import yaml
+
+    before = (yaml.safe_load(path.read_text()) or {}).get("oracle")
+    now = config.to_dict()["oracle"]
+    if before is not None and before != now:
+        log.warning("the oracle settings changed from %s to %s; labels of both stay in the "
+                    "store and are trained on together", before, now)
+
+
+def _executor_kwargs(config: LearnConfig) -> dict:
+    e = config.executor
+    if e.kind == "inprocess":
+        return {}
+    kwargs = {"workers": e.workers, "timeout": e.timeout}
+    if e.kind == "dask":
+        kwargs["address"] = e.address
+    return kwargs
+
+
+def _structure_features(model, frames: list[Atoms]) -> np.ndarray:
+    """Mean SOAP power spectrum of each frame's atoms (for diversity)."""
+    from mlipkit.data.convert import from_atoms
+    from mlipkit.uncertainty.estimators import Environments
+
+    caps = model.capabilities
+    environments = Environments(list(caps.species), cutoff=caps.cutoff, n_radial=4, l_max=3)
+    vectors, _, n_atoms = environments.vectors([from_atoms(a) for a in frames])
+    index = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    sums = np.zeros((len(n_atoms), vectors.shape[1]))
+    np.add.at(sums, index, vectors)
+    return sums / np.asarray(n_atoms)[:, None]
+
+
+def learn(config: LearnConfig, progress: bool = True) -> dict:
+    """Run (or resume) the active-learning loop; returns the last round's entry."""
+    return Learner(config, progress).run()

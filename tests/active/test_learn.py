@@ -1,0 +1,198 @@
+"""`mlipkit learn` end to end on EMT copper: the committee improves on a
+held-out EMT test set as rounds add labels, every label is kept, a kill -9
+resumes without repeating a finished oracle call, and a failing oracle stops
+the run with a report instead of training on garbage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import yaml
+from ase.build import bulk
+
+import mlipkit
+from mlipkit.active.config import LearnConfig, load_learn_config
+from mlipkit.active.explore import explore
+from mlipkit.active.loop import learn
+from mlipkit.active.oracles import structure_hash
+from mlipkit.active.store import LabelStore
+from mlipkit.cli import main
+from mlipkit.errors import InvalidConfig, OracleFailures
+from mlipkit.models.ensemble import EnsemblePotential
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {
+    "oracle": {"calculator": "emt"},
+    "executor": {"kind": "inprocess"},
+    "seed": {"rattle": 4},
+    "explore": {"temperatures": [600, 1200], "steps": 100, "sample_every": 5},
+    "select": {"per_round": 6, "lo": 0.03, "hi": 0.5},
+    "stop": {"max_rounds": 3},
+    "model": {"hidden": [16], "n_radial": 6, "n_angular_radial": 2, "zetas": [1, 2],
+              "cutoff": 4.5},
+    "training": {"ensemble": 2, "max_epochs": 25, "batch_size": 4, "lr": 0.005,
+                 "warmup_epochs": 0, "dtype": "float64"},
+}
+
+
+def _files(folder: Path) -> tuple[Path, Path]:
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    vacancy = cell.copy()
+    del vacancy[0]
+    ase.io.write(folder / "starts.xyz", [cell, vacancy])
+    test = []
+    for k in range(8):
+        atoms = cell.copy()
+        atoms.rattle(0.1, seed=100 + k)
+        test.append(atoms)
+    ase.io.write(folder / "test.xyz", test)
+    return folder / "starts.xyz", folder / "test.xyz"
+
+
+def _config(folder: Path, **changes) -> Path:
+    starts, test = _files(folder)
+    raw = {"structures": str(starts), "test": str(test), **SMALL,
+           "output": str(folder / "run"), **changes}
+    path = folder / "learn.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, one_thread):
+    folder = tmp_path_factory.mktemp("learn")
+    config = load_learn_config(_config(folder))
+    last = learn(config, progress=False)
+    return folder / "run", last
+
+
+def test_rounds_add_labels_and_the_test_error_falls(finished):
+    run, last = finished
+    history = json.loads((run / "history.json").read_text())
+    assert [h["round"] for h in history] == [0, 1, 2] and last == history[-1]
+    assert last["stop"] == "3 rounds done"
+    assert [h["oracle_calls"] for h in history] == [10, 16, 22]  # 2 starts x 5 seeds, +6, +6
+    assert history[-1]["test_forces_rmse"] < 0.5 * history[0]["test_forces_rmse"]
+    store = LabelStore(run / "labels.db")
+    assert store.counts() == {"queued": 0, "ok": 30, "failed": 0}  # 22 + 8 test
+    hashes = [row.hash for row in store.db.select()]
+    assert len(set(hashes)) == len(hashes)
+    model = mlipkit.load(run / "model.safetensors")
+    assert isinstance(model, EnsemblePotential) and len(model.members) == 2
+    for name in ("learning_curve.png", "uncertainty.png"):
+        assert (run / "report" / name).stat().st_size > 10_000
+    explored = json.loads((run / "rounds" / "round_000" / "exploration.json").read_text())
+    assert explored["frames"] == len(explored["deviation"]) == 2 * 2 * 20
+    # the structures selected in round 0 are the labelled explore rows of round 1
+    selected = ase.io.read(run / "rounds" / "round_000" / "selected.xyz", ":")
+    round1 = {row.hash for row in store.db.select(round=1)}
+    assert {structure_hash(a) for a in selected} == round1
+    # running the finished command again changes nothing
+    assert learn(load_learn_config(run.parent / "learn.yaml"), progress=False) == last
+    assert LabelStore(run / "labels.db").counts()["ok"] == 30
+
+
+def test_exploration_stops_trajectories_that_leave_the_trust_region(finished):
+    run, _ = finished
+    model = mlipkit.load(run / "rounds" / "round_000" / "train" / "model.safetensors")
+    starts = ase.io.read(run.parent / "starts.xyz", ":")
+    free = explore(model, starts, [1200.0], steps=60, timestep=2.0, friction=0.01,
+                   sample_every=5, hi=10.0, seed=1)
+    assert free.stopped == 0 and len(free.frames) == 2 * 12 and free.lost == 0
+    hi = float(np.median(free.deviation))  # about half the frames lie above
+    tight = explore(model, starts, [1200.0], steps=60, timestep=2.0, friction=0.01,
+                    sample_every=5, hi=hi, seed=1)
+    assert tight.stopped >= 1 and max(tight.deviation, default=0.0) <= hi
+    assert len(tight.samples) + tight.lost == 2 * 12  # a stopped one's samples count as lost
+    # each stopped trajectory leaves its last frame inside the region as a candidate
+    assert len(tight.last_trusted) == tight.stopped
+    assert all(tight.deviation[k] <= hi for k in tight.last_trusted)
+    above = sum(tight.deviation[k] > hi * 0.999 for k in tight.samples)
+    assert tight.uncertain_fraction(hi * 0.999) == (above + tight.lost) / 24
+
+
+def test_bad_configs_name_the_key(tmp_path):
+    path = _config(tmp_path)
+    with pytest.raises(InvalidConfig, match="select.per_rounds"):
+        load_learn_config(path, ["select.per_rounds=3"])
+    with pytest.raises(InvalidConfig, match="ensemble"):
+        load_learn_config(path, ["training.ensemble=1"])
+    with pytest.raises(InvalidConfig, match="select.lo"):
+        load_learn_config(path, ["select.lo=0.9"])
+    config = load_learn_config(path, ["oracle.kwargs.fixed_cutoff=true"])
+    assert config.oracle.kwargs == {"fixed_cutoff": True}
+    assert LearnConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_failing_oracle_stops_the_run_and_keeps_its_labels(tmp_path, capsys):
+    starts, _ = _files(tmp_path)
+    cells = ase.io.read(starts, ":")
+    from mlipkit.active.loop import seed_structures
+
+    seeds = seed_structures(cells, 4, 0.05, 0.02, 0)
+    behaviour = {structure_hash(a): "raise" for a in seeds[:2]}  # 2 of 10: 20%
+    oracle = {"calculator": "tests.active.faulty:Faulty",
+              "kwargs": {"behaviour": behaviour, "marker_dir": str(tmp_path)}}
+    path = _config(tmp_path, oracle=oracle, test=None)
+    code = main(["--quiet", "learn", str(path), "executor.max_attempts=2"])
+    assert code == 2
+    assert "2 of 10 structures of round 0 failed 2 times" in capsys.readouterr().err
+    report = json.loads((tmp_path / "run" / "failures_round_0.json").read_text())
+    assert len(report) == 2 and "crashed" in report[0]["error"]
+    assert LabelStore(tmp_path / "run" / "labels.db").counts() == \
+        {"queued": 0, "ok": 8, "failed": 2}
+    with pytest.raises(OracleFailures):  # a new run retries them: they fail again
+        learn(load_learn_config(path, ["executor.max_attempts=2"]), progress=False)
+    failure = LabelStore(tmp_path / "run" / "labels.db").failures()[0]
+    assert failure["attempts"] == 4 and failure["tries"] == 2
+    # with the oracle fixed, the same command goes on from the stored labels
+    fixed = load_learn_config(path, ["oracle.kwargs.behaviour={}", "stop.max_rounds=1"])
+    assert learn(fixed, progress=False)["oracle_calls"] == 8 + 2 * 5  # every call counted
+
+
+_LEARN = """
+import sys
+from mlipkit.cli import main
+sys.exit(main(["--quiet", "learn", sys.argv[1]]))
+"""
+
+
+def test_kill_9_resumes_without_repeating_finished_calls(tmp_path):
+    oracle = {"calculator": "tests.active.faulty:Faulty",
+              "kwargs": {"delay": 0.05, "marker_dir": str(tmp_path)}}
+    path = _config(tmp_path, oracle=oracle, stop={"max_rounds": 2})
+    command = [sys.executable, "-c", _LEARN, str(path)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    log = tmp_path / "calls.log"
+    kills = 0
+    # kill during seed labelling, then during round 1's labelling
+    for wanted in (5, 21):
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None and \
+                (not log.exists() or len(log.read_text().split()) < wanted):
+            time.sleep(0.02)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills == 2
+    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["round"] for h in history] == [0, 1]
+    assert [h["oracle_calls"] for h in history] == [10, 16]
+    calls = log.read_text().split()
+    # 16 training + 8 test labels; at most the call in flight at each kill repeated
+    assert len(set(calls)) == 24 and len(calls) - 24 <= kills
+    assert LabelStore(tmp_path / "run" / "labels.db").counts()["ok"] == 24
