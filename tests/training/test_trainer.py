@@ -160,6 +160,12 @@ def test_max_time_stops_cleanly(tmp_path, data_dir, no_plots):
     assert_metric_keys(metrics["valid"], 6)
 
 
+def test_a_time_limit_spent_in_the_setup_still_trains_one_epoch(tmp_path, data_dir, no_plots):
+    run, _ = quick_run(tmp_path, data_dir, "instant", max_epochs=10, max_time=1e-6)
+    assert [r["epoch"] for r in read_log(run / "log.csv")] == [1]
+    mlipkit.load(run / "model.safetensors")
+
+
 def test_early_stopping_with_a_small_patience(tmp_path, data_dir, no_plots):
     # a learning rate of 1e-300 leaves every weight as it is: the validation loss never improves
     patience = 2

@@ -264,8 +264,9 @@ class Trainer:
         stop_reason = "max_epochs"
         while st.epoch < tc.max_epochs:
             # the time of the last logged epoch decides, so that the log shows the
-            # limit was reached (saving that epoch's checkpoint counts in the next)
-            if tc.max_time is not None and st.elapsed >= tc.max_time:
+            # limit was reached (saving that epoch's checkpoint counts in the next);
+            # one epoch always runs, so that a model file is written
+            if tc.max_time is not None and st.epoch > 0 and st.elapsed >= tc.max_time:
                 stop_reason = "max_time"
                 break
             patience = tc.early_stopping_patience
