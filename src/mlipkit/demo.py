@@ -1,18 +1,20 @@
-"""`make demo`: generate reference data with EMT, train a potential, use it.
+"""`make demo`: active learning with EMT as the oracle, then use the potential.
 
 Everything runs on embedded defaults; no user data is needed:
 
-1. reference data from ASE's EMT calculator for fcc Cu (32-atom cells):
-   Langevin MD snapshots at 300/600/900 K, strained and sheared cells, and a
-   vacancy; a held-out test set from MD at 750 K;
-2. ``mlipkit.training`` trains a Behler–Parrinello potential (+ZBL);
-3. evaluation on the test set, with parity plots and the learning curve;
-4. NVE molecular dynamics with the trained potential, its energy
-   conservation, and EMT re-evaluated on those MD frames as a check that the
-   potential stays accurate where its own dynamics goes;
-5. lattice constant, bulk modulus, elastic constants, vacancy formation energy
-   and phonons of the trained model against EMT's own (``mlipkit.properties``);
-6. a finite-difference check of the trained model's forces.
+1. ``mlipkit learn`` on fcc Cu (32-atom cells: the equilibrium cell, two
+   strained ones and a vacancy) with ASE's EMT as the oracle: rattled seeds,
+   then rounds of committee training, Langevin exploration at 300–1,100 K,
+   selection where the committee disagrees, and EMT labels; a held-out test
+   set from EMT MD at 750 K measures each round;
+2. the final committee on the test set, with parity plots;
+3. NVE molecular dynamics with the committee, its energy conservation, and
+   EMT re-evaluated on Langevin MD frames as a check that the potential
+   stays accurate where its own dynamics goes;
+4. lattice constant, bulk modulus, elastic constants, vacancy formation
+   energy and phonons of the committee against EMT's own
+   (``mlipkit.properties``);
+5. a finite-difference check of the committee's forces and stress.
 
 Writes ``summary.json``, ``summary.md`` and PNG figures to ``--output``.
 """
@@ -22,11 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
+import ase.io
 import numpy as np
-from ase import units
+from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
@@ -36,19 +40,14 @@ from matplotlib.figure import Figure
 
 import mlipkit
 from mlipkit import md, testing
-from mlipkit.data import from_atoms, write_extxyz
+from mlipkit.active.config import LearnConfig
+from mlipkit.active.loop import learn
+from mlipkit.active.store import LabelStore
 from mlipkit.md.plots import thermo_plot
-from mlipkit.training.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
-from mlipkit.training.run import train
+from mlipkit.training.metrics import evaluate
+from mlipkit.training.plots import parity_plots
 
 log = logging.getLogger("mlipkit.demo")
-
-
-def _label(atoms):
-    atoms.calc = EMT()
-    return from_atoms(atoms, labels={"energy": atoms.get_potential_energy(),
-                                     "forces": atoms.get_forces(),
-                                     "stress": atoms.get_stress()})
 
 
 def _md_frames(atoms, temperature: float, n_frames: int, interval: int, seed: int):
@@ -62,7 +61,7 @@ def _md_frames(atoms, temperature: float, n_frames: int, interval: int, seed: in
     frames = []
     for _ in range(n_frames):
         dyn.run(interval)
-        frames.append(_label(atoms.copy()))
+        frames.append(Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True))
     return frames
 
 
@@ -74,25 +73,36 @@ def _thermalize(atoms, temperature, rng):
     Stationary(atoms)
 
 
-def reference_data(seed: int = 0) -> tuple[list, list]:
-    """Training and test structures labelled by EMT."""
+def starting_structures() -> list[Atoms]:
+    """The equilibrium 32-atom cell, the same at ±2 % lattice constant, and a vacancy."""
+    cells = [bulk("Cu", "fcc", a=3.61 * f, cubic=True) * (2, 2, 2) for f in (1.0, 0.98, 1.02)]
+    vacancy = cells[0].copy()
+    del vacancy[0]
+    return cells + [vacancy]
+
+
+def test_structures(seed: int = 20) -> list[Atoms]:
+    """EMT MD at 750 K, a temperature the loop does not explore."""
     cell = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
-    train_set = []
-    for k, temperature in enumerate((300.0, 600.0, 900.0)):
-        train_set += _md_frames(cell, temperature, 40, 20, seed + k)
-    rng = np.random.default_rng(seed)
-    for _ in range(40):  # strained and sheared cells
-        strain = np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))
-        atoms = cell.copy()
-        atoms.set_cell(cell.cell.array @ (0.5 * (strain + strain.T)), scale_atoms=True)
-        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
-        train_set.append(_label(atoms))
     vacancy = cell.copy()
     del vacancy[0]
-    train_set += _md_frames(vacancy, 600.0, 30, 20, seed + 10)
-    test_set = _md_frames(cell, 750.0, 40, 20, seed + 20)
-    test_set += _md_frames(vacancy, 750.0, 20, 20, seed + 21)
-    return train_set, test_set
+    return _md_frames(cell, 750.0, 40, 20, seed) + _md_frames(vacancy, 750.0, 20, 20, seed + 1)
+
+
+def learn_config(out: Path, train_seconds: float) -> LearnConfig:
+    rounds, members = 4, 2
+    return LearnConfig.from_dict({
+        "structures": str(out / "data" / "starts.xyz"), "test": str(out / "data" / "test.xyz"),
+        "oracle": {"calculator": "emt"}, "executor": {"kind": "inprocess"},
+        "seed": {"rattle": 6, "amplitude": 0.05, "strain": 0.02},
+        "explore": {"temperatures": [300, 700, 1100], "steps": 200, "sample_every": 10},
+        "select": {"lo": 0.02, "hi": 1.0, "per_round": 16},
+        "stop": {"max_rounds": rounds, "uncertain_fraction": 0.02},
+        "model": {"cutoff": 4.5, "hidden": [32, 32]},
+        "training": {"ensemble": members, "max_epochs": 400, "batch_size": 4, "lr": 2e-3,
+                     "warmup_epochs": 2, "plateau_patience": 15,
+                     "max_time": train_seconds / (rounds * members)},
+        "output": str(out / "learn")})
 
 
 def run_md(model, out: Path, duration_ps: float, seed: int = 1) -> dict:
@@ -117,7 +127,7 @@ def run_md(model, out: Path, duration_ps: float, seed: int = 1) -> dict:
     t = np.arange(len(totals)) * 10 / 1000
     ax[0].plot(t, (totals - totals[0]) * 1000 / len(atoms))
     ax[0].set(xlabel="time (ps)", ylabel="E_total - E_0 (meV/atom)",
-              title=f"NVE with the trained model: drift {drift:.1e} eV/atom/ps")
+              title=f"NVE with the committee: drift {drift:.1e} eV/atom/ps")
     ax[1].plot(e_ref[:, 0] * 1000, label="EMT (reference)", marker="o")
     ax[1].plot((e_model[:, 0] - offset) * 1000, label="trained model (mean offset removed)",
                marker=".")
@@ -189,9 +199,10 @@ class _ReferenceCheck(md.Observer):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="mlipkit demo: EMT data -> BPNN -> MD")
+    parser = argparse.ArgumentParser(description="mlipkit demo: active learning with EMT -> MD")
     parser.add_argument("--output", type=Path, default=Path("demo_output"))
-    parser.add_argument("--train-seconds", type=float, default=150.0)
+    parser.add_argument("--train-seconds", type=float, default=120.0,
+                        help="committee training time over all rounds")
     parser.add_argument("--md-ps", type=float, default=2.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -200,43 +211,35 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     summary: dict = {}
 
-    log.info("1/6 labelling structures with EMT ...")
-    train_set, test_set = reference_data()
-    write_extxyz(out / "data" / "train.xyz", train_set)
-    write_extxyz(out / "data" / "test.xyz", test_set)
-    summary["data"] = {"train_structures": len(train_set), "test_structures": len(test_set),
-                       "reference": "ASE EMT", "seconds": round(time.perf_counter() - t0, 1)}
+    log.info("1/5 active learning with EMT as the oracle ...")
+    ase.io.write(out / "data" / "starts.xyz", starting_structures())
+    ase.io.write(out / "data" / "test.xyz", test_structures())
+    if (out / "learn").exists():  # the demo starts afresh; `mlipkit learn` itself resumes
+        shutil.rmtree(out / "learn")
+    learn(learn_config(out, args.train_seconds), progress=True)
+    history = json.loads((out / "learn" / "history.json").read_text())
+    summary["active_learning"] = {
+        "oracle": "ASE EMT", "seconds": round(time.perf_counter() - t0, 1),
+        "stop": history[-1]["stop"],
+        "rounds": [{k: h.get(k) for k in ("round", "oracle_calls", "test_forces_rmse",
+                                          "uncertain_fraction", "selected")}
+                   for h in history]}
 
-    log.info("2/6 training a Behler-Parrinello potential for %.0f s ...", args.train_seconds)
-    run_dir = out / "run"
-    config = RunConfig(
-        data=DataConfig(train=str((out / "data" / "train.xyz").resolve()),
-                        test=str((out / "data" / "test.xyz").resolve()), valid_fraction=0.1),
-        model=ModelConfig(cutoff=4.5, hidden=[32, 32]),
-        training=TrainingConfig(max_epochs=400, max_time=args.train_seconds, batch_size=4,
-                                lr=2e-3, warmup_epochs=2, plateau_patience=15),
-        output=str(run_dir))
-    if (run_dir / "checkpoint.safetensors").exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
-    t1 = time.perf_counter()
-    metrics = train(config, progress=True)
-    summary["training"] = {"seconds": round(time.perf_counter() - t1, 1),
-                           "epochs": len((run_dir / "log.csv").read_text().splitlines()) - 1}
-    summary["test"] = {k: metrics["test"][k] for k in
+    log.info("2/5 the committee on the held-out test set (EMT MD at 750 K) ...")
+    model = mlipkit.load(out / "learn" / "model.safetensors").double()
+    test = LabelStore(out / "learn" / "labels.db").labelled(origins=("test",))
+    metrics, predictions = evaluate(model, test)
+    parity_plots(predictions, out / "plots")
+    summary["test"] = {k: metrics[k] for k in
                        ("n_structures", "energy_mae_per_atom", "forces_mae", "stress_mae")}
 
-    log.info("3/6 parity plots and learning curve are in %s/plots", run_dir)
-    model = mlipkit.load(run_dir / "model.safetensors").double()
-
-    log.info("4/6 molecular dynamics with the trained potential (%.1f ps NVE) ...", args.md_ps)
+    log.info("3/5 molecular dynamics with the committee (%.1f ps NVE) ...", args.md_ps)
     summary["md"] = run_md(model, out, args.md_ps)
 
-    log.info("5/6 properties of the trained model against EMT ...")
+    log.info("4/5 properties of the committee against EMT ...")
     summary["properties_vs_emt"] = properties_vs_emt(model, out)
 
-    log.info("6/6 finite-difference check of the trained forces ...")
+    log.info("5/5 finite-difference check of the committee's forces ...")
     probe = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
     probe.rattle(0.05, seed=3)
     summary["trained_model_checks"] = {
@@ -245,17 +248,19 @@ def main(argv=None) -> None:
     }
     summary["wall_time_s"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(_markdown(summary, run_dir))
-    print(_markdown(summary, run_dir))
+    (out / "summary.md").write_text(_markdown(summary, out))
+    print(_markdown(summary, out))
 
 
-def _markdown(s: dict, run_dir: Path) -> str:
-    t, md = s["test"], s["md"]
+def _markdown(s: dict, out: Path) -> str:
+    t, md, al = s["test"], s["md"], s["active_learning"]
+    curve = ", ".join(f"{r['oracle_calls']} calls: {r['test_forces_rmse'] * 1000:.1f}"
+                      for r in al["rounds"])
     return "\n".join([
-        "# mlipkit demo: EMT reference data -> BPNN -> MD", "",
-        f"- data: {s['data']['train_structures']} training and {s['data']['test_structures']} "
-        f"test structures of fcc Cu (32/31 atoms) labelled by ASE EMT",
-        f"- training: {s['training']['epochs']} epochs in {s['training']['seconds']} s",
+        "# mlipkit demo: active learning with EMT -> committee -> MD and properties", "",
+        f"- active learning on fcc Cu (32/31 atoms, EMT oracle): {len(al['rounds'])} rounds in "
+        f"{al['seconds']} s, stopped because {al['stop']}",
+        f"- test force RMSE (meV/Å) after each round: {curve}",
         f"- test set (MD at 750 K, unseen temperature): energy MAE "
         f"{t['energy_mae_per_atom'] * 1000:.2f} meV/atom, force MAE {t['forces_mae'] * 1000:.1f}"
         f" meV/Å, stress MAE {t['stress_mae'] * 1000:.2f} meV/Å³",
@@ -271,8 +276,9 @@ def _markdown(s: dict, run_dir: Path) -> str:
                     for key, row in s["properties_vs_emt"].items()),
         f"- trained forces vs finite differences: "
         f"{s['trained_model_checks']['forces_vs_finite_differences_eV_per_A']:.1e} eV/Å",
-        f"- figures: {run_dir}/plots/ (parity, learning curve), md.png, md/thermo.png, "
-        "properties/eos.png, properties/phonon_bands.png",
+        f"- figures: {out}/learn/report/ (learning curve, uncertainty per round), "
+        f"{out}/plots/ (parity), md.png, md/thermo.png, properties/eos.png, "
+        "properties/phonon_bands.png",
         f"- wall time {s['wall_time_s']} s", ""])
 
 

@@ -263,7 +263,7 @@ class Learner:
                     entry["stop"] = stop
                 self.history.append(entry)
                 _write_json(self.out / "history.json", self.history)
-                log.info("round %d: %s", r, {k: v for k, v in entry.items()})
+                log.info("round %d: %s", r, entry)
                 r += 1
         finally:
             executor.close()
