@@ -1,0 +1,175 @@
+"""Active learning against random selection, at equal test error.
+
+Two systems, each with a held-out test set labelled by its own oracle from
+independent oracle MD (ASE Langevin) at the exploration temperatures:
+
+- ``cu``: EMT copper: a 32-atom bulk cell, the same with a vacancy, and a
+  (100) slab; 300–1,200 K;
+- ``ethanol``: GFN2-xTB (tblite) ethanol; 300–1,000 K.
+
+For each system `mlipkit learn` runs twice with the same seeds, model,
+exploration and budget (``--rounds`` rounds of ``--per-round`` labels, no
+early stop by the uncertain fraction): once selecting from the explored
+frames by the trust band on the committee's force deviation plus diversity
+(it stops early when no explored frame is left in the band), once drawing
+uniformly from the same kind of exploration. At equal test force RMSE (the
+larger of the two runs' final ones, which both reach), the figure of merit
+is the oracle calls (training labels) active learning needs over those
+random selection needs, each read off its learning curve between rounds
+(the aim is at most 0.5); both curves go in one plot.
+
+Prints one JSON line; writes benchmarks/results/active_learning.json and
+benchmarks/results/active_learning_SYSTEM.png.
+
+    python benchmarks/active_learning.py [--system cu|ethanol|both] [--rounds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.build import bulk, fcc100, molecule
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+import mlipkit
+from mlipkit.active.config import LearnConfig
+from mlipkit.active.loop import learn
+from mlipkit.active.oracles import Oracle
+from mlipkit.active.report import learning_curves
+
+ROOT = Path(__file__).resolve().parent
+
+SYSTEMS = {
+    "cu": {"oracle": {"calculator": "emt"}, "temperatures": [300.0, 600.0, 900.0, 1200.0],
+           "timestep": 2.0, "model": {"cutoff": 4.5, "hidden": [32, 32]}},
+    "ethanol": {"oracle": {"calculator": "gfn2-xtb"}, "temperatures": [300.0, 600.0, 1000.0],
+                "timestep": 0.5, "model": {"cutoff": 5.0, "hidden": [32, 32]}},
+}
+
+
+def starts(system: str) -> list[Atoms]:
+    if system == "ethanol":
+        return [molecule("CH3CH2OH")]
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    vacancy = cell.copy()
+    del vacancy[0]
+    slab = fcc100("Cu", size=(2, 2, 6), a=3.61, vacuum=6.0, periodic=True)
+    return [cell, vacancy, slab]
+
+
+def oracle_md(system: str, per_run: int, seed: int) -> list[Atoms]:
+    """Test frames from Langevin MD with the oracle itself, a frame every
+    50 steps after 500 steps, from every start at every temperature."""
+    spec = SYSTEMS[system]
+    oracle = Oracle(spec["oracle"]["calculator"])
+    frames = []
+    for k, start in enumerate(starts(system)):
+        for j, temperature in enumerate(spec["temperatures"]):
+            atoms = start.copy()
+            atoms.calc = oracle.calculator_for(atoms)
+            rng = np.random.default_rng([seed, k, j])
+            MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+            dyn = Langevin(atoms, spec["timestep"] * units.fs, temperature_K=temperature,
+                           friction=0.01 / units.fs, fixcm=False, rng=rng)
+            dyn.run(500)
+            for _ in range(per_run):
+                dyn.run(50)
+                frames.append(Atoms(atoms.numbers, atoms.positions, cell=atoms.cell,
+                                    pbc=atoms.pbc))
+    return frames
+
+
+def calls_to_reach(history: list[dict], target: float) -> float | None:
+    """Oracle calls at which the test RMSE first reaches ``target``
+    (linear between rounds), None if it never does."""
+    points = [(h["oracle_calls"], h["test_forces_rmse"]) for h in history]
+    for (c0, r0), (c1, r1) in zip([points[0]] + points, points):
+        if r1 <= target:
+            if r0 <= target or r0 == r1:
+                return float(c1)
+            return float(c0 + (c1 - c0) * (r0 - target) / (r0 - r1))
+    return None
+
+
+def run_system(system: str, args, output: Path) -> dict:
+    spec = SYSTEMS[system]
+    folder = output / system
+    folder.mkdir(parents=True, exist_ok=True)
+    ase.io.write(folder / "starts.xyz", starts(system))
+    test_file = folder / "test.xyz"
+    if not test_file.exists():
+        ase.io.write(test_file, oracle_md(system, args.test_per_run, seed=99))
+    histories = {}
+    for strategy in ("trust_band", "random"):
+        config = LearnConfig.from_dict({
+            "structures": str(folder / "starts.xyz"), "test": str(test_file),
+            "oracle": spec["oracle"], "executor": {"kind": "inprocess"},
+            "seed": {"rattle": 3},
+            "explore": {"temperatures": spec["temperatures"], "steps": args.steps,
+                        "timestep": spec["timestep"], "sample_every": 10},
+            "select": {"strategy": strategy, "per_round": args.per_round, "lo": args.lo,
+                       "hi": args.hi},
+            "stop": {"max_rounds": args.rounds, "uncertain_fraction": 0.0},
+            "model": spec["model"],
+            "training": {"ensemble": args.members, "max_epochs": args.epochs,
+                         "batch_size": 4, "lr": 3e-3, "warmup_epochs": 0,
+                         "early_stopping_patience": 40},
+            "output": str(folder / strategy)})
+        start = time.perf_counter()
+        learn(config, progress=False)
+        history = json.loads((folder / strategy / "history.json").read_text())
+        histories[strategy] = {"history": history, "wall_s": time.perf_counter() - start}
+    active, random = histories["trust_band"]["history"], histories["random"]["history"]
+    target = max(active[-1]["test_forces_rmse"], random[-1]["test_forces_rmse"])
+    active_calls, random_calls = calls_to_reach(active, target), calls_to_reach(random, target)
+    learning_curves({"active (trust band + diversity)": histories["trust_band"]["history"],
+                     "random from the exploration": histories["random"]["history"]},
+                    ROOT / "results" / f"active_learning_{system}.png")
+    return {
+        "test_structures": len(ase.io.read(test_file, ":")),
+        "target_forces_rmse": target, "active_calls_to_target": active_calls,
+        "random_calls_to_target": random_calls, "ratio": active_calls / random_calls,
+        "curves": {s: [{k: h.get(k) for k in ("round", "oracle_calls", "test_forces_rmse",
+                                              "uncertain_fraction", "stopped")}
+                       for h in v["history"]] for s, v in histories.items()},
+        "wall_s": {s: round(v["wall_s"], 1) for s, v in histories.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", choices=("cu", "ethanol", "both"), default="both")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--per-round", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--lo", type=float, default=0.02)
+    parser.add_argument("--hi", type=float, default=1.0)
+    parser.add_argument("--test-per-run", type=int, default=10)
+    parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
+    args = parser.parse_args()
+    path = ROOT / "results" / "active_learning.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.update({"benchmark": "active_learning", "settings": {
+        k: v for k, v in vars(args).items() if k not in ("system", "output")}})
+    for system in (("cu", "ethanol") if args.system == "both" else (args.system,)):
+        record[system] = run_system(system, args, args.output)
+        record.update({"mlipkit": mlipkit.__version__, "torch": torch.__version__,
+                       "threads": torch.get_num_threads(), "machine": platform.machine(),
+                       "date": time.strftime("%Y-%m-%d")})
+        path.write_text(json.dumps(record) + "\n")
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
