@@ -102,7 +102,7 @@ def calls_to_reach(history: list[dict], target: float) -> float | None:
 
 def run_system(system: str, args, output: Path) -> dict:
     spec = SYSTEMS[system]
-    folder = output / system
+    folder = output / (system + args.tag)
     folder.mkdir(parents=True, exist_ok=True)
     ase.io.write(folder / "starts.xyz", starts(system))
     test_file = folder / "test.xyz"
@@ -113,7 +113,7 @@ def run_system(system: str, args, output: Path) -> dict:
         config = LearnConfig.from_dict({
             "structures": str(folder / "starts.xyz"), "test": str(test_file),
             "oracle": spec["oracle"], "executor": {"kind": "inprocess"},
-            "seed": {"rattle": 3},
+            "seed": {"rattle": args.rattle},
             "explore": {"temperatures": spec["temperatures"], "steps": args.steps,
                         "timestep": spec["timestep"], "sample_every": 10},
             "select": {"strategy": strategy, "per_round": args.per_round, "lo": args.lo,
@@ -133,7 +133,7 @@ def run_system(system: str, args, output: Path) -> dict:
     active_calls, random_calls = calls_to_reach(active, target), calls_to_reach(random, target)
     learning_curves({"active (trust band + diversity)": histories["trust_band"]["history"],
                      "random from the exploration": histories["random"]["history"]},
-                    ROOT / "results" / f"active_learning_{system}.png")
+                    ROOT / "results" / f"active_learning_{system}{args.tag}.png")
     return {
         "test_structures": len(ase.io.read(test_file, ":")),
         "target_forces_rmse": target, "active_calls_to_target": active_calls,
@@ -156,14 +156,17 @@ def main() -> None:
     parser.add_argument("--lo", type=float, default=0.02)
     parser.add_argument("--hi", type=float, default=1.0)
     parser.add_argument("--test-per-run", type=int, default=10)
+    parser.add_argument("--rattle", type=int, default=3, help="rattled seed copies per start")
+    parser.add_argument("--tag", default="", help="suffix of the result keys and files")
     parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
     args = parser.parse_args()
     path = ROOT / "results" / "active_learning.json"
     record = json.loads(path.read_text()) if path.exists() else {}
-    record.update({"benchmark": "active_learning", "settings": {
-        k: v for k, v in vars(args).items() if k not in ("system", "output")}})
+    settings = {k: v for k, v in vars(args).items() if k not in ("system", "output", "tag")}
+    record["benchmark"] = "active_learning"
     for system in (("cu", "ethanol") if args.system == "both" else (args.system,)):
-        record[system] = run_system(system, args, args.output)
+        record[system + args.tag] = {"settings": settings,
+                                     **run_system(system, args, args.output)}
         record.update({"mlipkit": mlipkit.__version__, "torch": torch.__version__,
                        "threads": torch.get_num_threads(), "machine": platform.machine(),
                        "date": time.strftime("%Y-%m-%d")})
