@@ -17,17 +17,13 @@ from mlipkit.active.executors import InProcess, ProcessPool, label_pending, make
 from mlipkit.active.oracles import Oracle, structure_hash
 from mlipkit.active.store import LabelStore
 from mlipkit.errors import InvalidConfig
+from tests.conftest import rattled
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cells(n, seed=0):
-    out = []
-    for k in range(n):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.rattle(0.05, seed=seed + k)
-        out.append(atoms)
-    return out
+    return rattled(bulk("Cu", "fcc", a=3.6, cubic=True), n, 0.05, seed=seed)
 
 
 def _faulty(tmp_path, behaviour, delay=0.0):

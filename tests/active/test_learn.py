@@ -28,6 +28,7 @@ from mlipkit.active.store import LabelStore
 from mlipkit.cli import main
 from mlipkit.errors import InvalidConfig, OracleFailures
 from mlipkit.models.ensemble import EnsemblePotential
+from tests.conftest import rattled
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {
@@ -49,12 +50,7 @@ def _files(folder: Path) -> tuple[Path, Path]:
     vacancy = cell.copy()
     del vacancy[0]
     ase.io.write(folder / "starts.xyz", [cell, vacancy])
-    test = []
-    for k in range(8):
-        atoms = cell.copy()
-        atoms.rattle(0.1, seed=100 + k)
-        test.append(atoms)
-    ase.io.write(folder / "test.xyz", test)
+    ase.io.write(folder / "test.xyz", rattled(cell, 8, 0.1, seed=100))
     return folder / "starts.xyz", folder / "test.xyz"
 
 

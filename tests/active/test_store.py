@@ -10,15 +10,11 @@ from ase.build import bulk
 
 from mlipkit.active.oracles import Label, Oracle, structure_hash
 from mlipkit.active.store import LabelStore
+from tests.conftest import rattled
 
 
 def _cells(n, seed=0):
-    out = []
-    for k in range(n):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.rattle(0.05, seed=seed + k)
-        out.append(atoms)
-    return out
+    return rattled(bulk("Cu", "fcc", a=3.6, cubic=True), n, 0.05, seed=seed)
 
 
 def test_labels_round_trip_and_structures_are_never_queued_twice(tmp_path):

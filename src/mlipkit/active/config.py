@@ -20,13 +20,11 @@ from mlipkit.training.config import (
     ModelConfig,
     RunConfig,
     TrainingConfig,
-    _check_types,
-    _get,
     _plain,
-    _show,
     _yaml_load,
     apply_overrides,
     build_config,
+    check_rules,
 )
 
 EXECUTOR_KINDS = ("inprocess", "processes", "dask")
@@ -116,11 +114,7 @@ class LearnConfig:
         return _plain(self)
 
     def validate(self) -> LearnConfig:
-        _check_types(self, "")
-        for key, ok, requirement in _RULES:
-            value = _get(self, key)
-            if value is not None and not ok(value):
-                raise InvalidConfig(f"'{key}' {requirement} (got {_show(value)})")
+        check_rules(self, _RULES)
         if not self.select.lo < self.select.hi:
             raise InvalidConfig(f"'select.lo' must be below 'select.hi' ({self.select.lo:g} >= "
                                 f"{self.select.hi:g} eV/Å)")

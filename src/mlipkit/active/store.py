@@ -142,9 +142,10 @@ class LabelStore:
         keep = {row.id for row in self._ok_rows(origins, max_round)}
         if not keep:
             return []
-        order = [row.id for row in self.db.select(status="ok", include_data=False)]
+        # read_db gives the ok rows in row-id order, as the sorted ids are
         batches = read_db(self.path, require=("energy", "forces"), selection="status=ok")
-        return [b for b, row_id in zip(batches, order) if row_id in keep]
+        ids = sorted(row.id for row in self.db.select(status="ok", include_data=False))
+        return [b for b, row_id in zip(batches, ids) if row_id in keep]
 
     def counts_ok(self, origins: Sequence[str] | None = None,
                   max_round: int | None = None) -> int:

@@ -136,11 +136,7 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check types, ranges and names; raise InvalidConfig naming the dotted key."""
-        _check_types(self, "")
-        for key, ok, requirement in _RULES:
-            value = _get(self, key)
-            if value is not None and not ok(value):
-                raise InvalidConfig(f"'{key}' {requirement} (got {_show(value)})")
+        check_rules(self, _RULES)
         weights = {k: _get(self, f"training.loss.{k}") for k in ("energy", "forces", "stress",
                                                                  "hessian")}
         if not any(w > 0 for w in weights.values()):
@@ -154,6 +150,16 @@ class RunConfig:
             raise InvalidConfig("'training.ensemble' must be 1 for model.type 'linear': its "
                                 "uncertainty comes from the Bayesian posterior, not a committee")
         return self
+
+
+def check_rules(config: Any, rules: list[tuple[str, Any, str]]) -> None:
+    """Type-check the dataclass ``config``, then each (dotted key, predicate,
+    requirement) rule on its non-null values; InvalidConfig names the key."""
+    _check_types(config, "")
+    for key, ok, requirement in rules:
+        value = _get(config, key)
+        if value is not None and not ok(value):
+            raise InvalidConfig(f"'{key}' {requirement} (got {_show(value)})")
 
 
 def _choice(names: tuple[str, ...]) -> tuple[Any, str]:

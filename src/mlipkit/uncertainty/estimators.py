@@ -96,8 +96,8 @@ class PosteriorStd:
         singles = single_structures(batches)
         values = []
         for k in range(0, len(singles), self.batch_size):
-            std = self.model.uncertainty(self.model.prepare(
-                geometry_batch(singles[k : k + self.batch_size])))
+            # the posterior term prepares the batch itself
+            std = self.model.uncertainty(geometry_batch(singles[k : k + self.batch_size]))
             if "forces_std" not in std:
                 raise ValueError("the model predicts no force uncertainty")
             norm = torch.linalg.vector_norm(std["forces_std"].double(), dim=-1)
