@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from ase.build import bulk
+from ase.constraints import FixAtoms
 
 import mlipkit
 from mlipkit.active.config import LearnConfig, load_learn_config
@@ -101,6 +102,9 @@ def test_exploration_stops_trajectories_that_leave_the_trust_region(finished):
     run, _ = finished
     model = mlipkit.load(run / "rounds" / "round_000" / "train" / "model.safetensors")
     starts = ase.io.read(run.parent / "starts.xyz", ":")
+    for atoms in starts:  # held atoms stay held, also after other replicas are stopped
+        atoms.set_constraint(FixAtoms([0, 1]))
+    held = [a.positions[:2] for a in starts]
     free = explore(model, starts, [1200.0], steps=60, timestep=2.0, friction=0.01,
                    sample_every=5, hi=10.0, seed=1)
     assert free.stopped == 0 and len(free.frames) == 2 * 12 and free.lost == 0
@@ -112,6 +116,8 @@ def test_exploration_stops_trajectories_that_leave_the_trust_region(finished):
     # each stopped trajectory leaves its last frame inside the region as a candidate
     assert len(tight.last_trusted) == tight.stopped
     assert all(tight.deviation[k] <= hi for k in tight.last_trusted)
+    for frame in free.frames + tight.frames:
+        assert any(np.allclose(frame.positions[:2], h, rtol=0, atol=1e-9) for h in held)
     above = sum(tight.deviation[k] > hi * 0.999 for k in tight.samples)
     assert tight.uncertain_fraction(hi * 0.999) == (above + tight.lost) / 24
 

@@ -12,6 +12,7 @@ from ase.md.verlet import VelocityVerlet as AseVerlet
 
 from mlipkit.calculators import Calculator
 from mlipkit.data import read_rmd17, to_atoms
+from mlipkit.errors import InvalidConfig
 from mlipkit.md import (
     Bussi,
     ForceField,
@@ -189,6 +190,29 @@ def test_fixed_atoms_stay_and_com_is_held(lj):
     com = torch.zeros(2, 3, dtype=out.momenta.dtype).index_add(0, out.system, out.momenta)
     assert float(com.abs().max()) < 1e-10
     assert float(out.degrees_of_freedom()[0]) == 3 * len(atoms) - 3
+
+
+def test_selected_replicas_go_on_as_in_the_full_batch(lj):
+    """select() keeps the chosen replicas' positions, momenta, fixed atoms and
+    thermostat variables: they continue exactly as they would have."""
+    frames = [argon(seed=s) for s in range(3)]
+    n = len(frames[0])
+    state = initial_state(frames, temperature=100, seed=0, fixed=[0, 3])
+    state = simulate(state, Bussi(100, tau=50.0, seed=0), ForceField(lj), 5.0, 10,
+                     progress=False)
+    picked = state.select([2, 0])
+    order = torch.cat([torch.arange(2 * n, 3 * n), torch.arange(n)])
+    torch.testing.assert_close(picked.positions, state.positions[order], rtol=0, atol=0)
+    torch.testing.assert_close(picked.momenta, state.momenta[order], rtol=0, atol=0)
+    assert torch.nonzero(picked.fixed).squeeze(-1).tolist() == [0, 3, n, n + 3]
+    torch.testing.assert_close(picked.thermostat["heat"], state.thermostat["heat"][[2, 0]])
+    assert "edge_index" not in picked.batch and picked.outputs == {}
+    full = simulate(state, VelocityVerlet(), ForceField(lj), 5.0, 20, progress=False)
+    part = simulate(picked, VelocityVerlet(), ForceField(lj), 5.0, 20, progress=False)
+    torch.testing.assert_close(part.positions, full.positions[order], rtol=0, atol=1e-10)
+    torch.testing.assert_close(part.positions[[0, 3]], picked.positions[[0, 3]], rtol=0, atol=0)
+    with pytest.raises(InvalidConfig, match="replicas to keep"):
+        state.select([3])
 
 
 def test_replicas_are_independent_of_their_batch(lj):

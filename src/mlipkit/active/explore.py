@@ -108,8 +108,7 @@ def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: floa
                 alive = len(keep)
                 if not alive:
                     break
-                state = integrator.init(forcefield.evaluate(initial_state(
-                    [frames[k] for k in keep], temperature=0.0, dtype=dtype)))
+                state = forcefield.evaluate(state.select(keep))
                 deviation = _max_deviation(state)
     return result
 

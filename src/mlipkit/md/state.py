@@ -51,6 +51,24 @@ class MDState:
     def replace(self, **changes) -> MDState:
         return dataclasses.replace(self, **changes)
 
+    def select(self, replicas: Sequence[int]) -> MDState:
+        """The state of the given replicas only, in that order: positions,
+        momenta, fixed atoms, forces, energies and per-replica thermostat
+        variables carry over. The neighbor list and the potential's further
+        ``outputs`` are dropped (the next evaluation rebuilds them)."""
+        keep = [int(k) for k in replicas]
+        if not keep or min(keep) < 0 or max(keep) >= self.n_replicas:
+            raise InvalidConfig(f"replicas to keep must be a non-empty list in "
+                                f"0..{self.n_replicas - 1}, got {keep}")
+        parts = self.batch.without("edge_index", "shifts").split()
+        atoms = torch.cat([torch.nonzero(self.system == k).squeeze(-1) for k in keep])
+        index = torch.tensor(keep, device=self.energy.device)
+        return self.replace(
+            batch=Batch.collate([parts[k] for k in keep]), momenta=self.momenta[atoms],
+            masses=self.masses[atoms], forces=self.forces[atoms], energy=self.energy[index],
+            fixed=self.fixed[atoms], stress=None if self.stress is None else self.stress[index],
+            thermostat={k: v[index] for k, v in self.thermostat.items()}, outputs={})
+
     @property
     def positions(self) -> torch.Tensor:
         return self.batch.positions
