@@ -64,6 +64,7 @@ def main() -> None:
         "molecule": args.molecule,
         "model": config.model.type,
         "model_config": config.to_dict()["model"],
+        "overrides": args.overrides,
         "budget_s": args.budget,
         "ensemble": args.ensemble,
         "wall_s": round(wall, 1),
