@@ -7,7 +7,7 @@ import torch
 from mlipkit.data.batch import Batch
 from mlipkit.errors import InvalidConfig
 from mlipkit.md.state import MDState
-from mlipkit.models.base import Potential, check_species
+from mlipkit.models.base import Potential, check_species, posterior_term
 from mlipkit.models.derivatives import evaluate
 from mlipkit.neighbors import attach_neighbors
 
@@ -79,8 +79,7 @@ class ForceField:
         self.neighbors = VerletList(caps.cutoff, skin)
         self.stress = stress
         # a term with a posterior (a fitted linear model) adds its spread every step
-        self.posterior = any(getattr(m, "fitted", False) and hasattr(m, "predictive_std")
-                             for m in potential.modules())
+        self.posterior = posterior_term(potential) is not None
 
     def evaluate(self, state: MDState) -> MDState:
         """The state with forces, energy (stress) for its current positions."""

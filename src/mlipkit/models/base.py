@@ -132,10 +132,8 @@ class Potential(nn.Module, metaclass=abc.ABCMeta):
         :class:`~mlipkit.models.linear.BayesianLinear`); empty if none has.
         The other terms count as exact: the spread is that term's, which
         ``mlipkit train`` composes with scale 1."""
-        for module in self.modules():
-            if getattr(module, "fitted", False) and hasattr(module, "predictive_std"):
-                return module.predictive_std(batch, forces=forces)
-        return {}
+        term = posterior_term(self)
+        return {} if term is None else term.predictive_std(batch, forces=forces)
 
 
 def combine_capabilities(parts: list[Capabilities], dtype: torch.dtype) -> Capabilities:
@@ -196,6 +194,12 @@ def check_interval_table(table) -> list[float] | None:
         raise ValueError(f"interval_table must be {len(LEVELS)} positive, non-decreasing "
                          "numbers")
     return values
+
+
+def posterior_term(model: nn.Module) -> nn.Module | None:
+    """The term of ``model`` with a fitted posterior (``predictive_std``), or None."""
+    return next((m for m in model.modules()
+                 if getattr(m, "fitted", False) and hasattr(m, "predictive_std")), None)
 
 
 def uncertainty_head(model: nn.Module) -> nn.Module | None:
