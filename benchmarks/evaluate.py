@@ -163,6 +163,7 @@ def main() -> None:
         "mlipkit": mlipkit.__version__,
         "torch": torch.__version__,
         "threads": args.threads,
+        "repeats": args.repeats,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpu_count": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),

@@ -76,11 +76,12 @@ def frames(molecule: str, part: str, indices=None, cutoff: float = 6.0):
     return [attach_neighbors(b, cutoff) for b in batches]
 
 
-def gfn2_ethanol(temperature: float, n_runs: int = 4, per_run: int = 50) -> list:
+def gfn2_ethanol(temperature: float, n_runs: int = 4, per_run: int = 50, seed: int = 0) -> list:
     """Ethanol frames (ASE Atoms with their GFN2-xTB energy and forces, the
     trajectory number in ``info["run"]``) from GFN2-xTB Langevin MD at
     ``temperature`` K: ``n_runs`` trajectories from evenly spaced rMD17 test
-    structures, 1 ps to equilibrate, then a frame every 25 fs."""
+    structures, 1 ps to equilibrate, then a frame every 25 fs. Trajectory k
+    draws its noise from the random stream ``seed + k``."""
     from ase import Atoms, units
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.md.langevin import Langevin
@@ -93,7 +94,7 @@ def gfn2_ethanol(temperature: float, n_runs: int = 4, per_run: int = 50) -> list
         atoms = Atoms(numbers=data["nuclear_charges"],
                       positions=data["coords"][run * (len(data["coords"]) // n_runs)])
         atoms.calc = TBLite(method="GFN2-xTB", verbosity=0)
-        rng = np.random.default_rng(run)
+        rng = np.random.default_rng(seed + run)
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
         dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=temperature,
                        friction=0.02 / units.fs, fixcm=False, rng=rng)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from ase import units
+from ase.constraints import FixAtoms
 from ase.md.verlet import VelocityVerlet as AseVerlet
 
 from mlipkit.calculators import Calculator
@@ -197,20 +198,25 @@ def test_selected_replicas_go_on_as_in_the_full_batch(lj):
     thermostat variables: they continue exactly as they would have."""
     frames = [argon(seed=s) for s in range(3)]
     n = len(frames[0])
-    state = initial_state(frames, temperature=100, seed=0, fixed=[0, 3])
+    for k, atoms in enumerate(frames):  # each replica holds other atoms
+        atoms.set_constraint(FixAtoms([k, k + 3]))
+    state = initial_state(frames, temperature=100, seed=0)
     state = simulate(state, Bussi(100, tau=50.0, seed=0), ForceField(lj), 5.0, 10,
                      progress=False)
     picked = state.select([2, 0])
     order = torch.cat([torch.arange(2 * n, 3 * n), torch.arange(n)])
-    torch.testing.assert_close(picked.positions, state.positions[order], rtol=0, atol=0)
-    torch.testing.assert_close(picked.momenta, state.momenta[order], rtol=0, atol=0)
-    assert torch.nonzero(picked.fixed).squeeze(-1).tolist() == [0, 3, n, n + 3]
-    torch.testing.assert_close(picked.thermostat["heat"], state.thermostat["heat"][[2, 0]])
+    for name in ("positions", "momenta", "masses", "forces"):
+        torch.testing.assert_close(getattr(picked, name), getattr(state, name)[order],
+                                   rtol=0, atol=0)
+    torch.testing.assert_close(picked.energy, state.energy[[2, 0]], rtol=0, atol=0)
+    assert torch.nonzero(picked.fixed).squeeze(-1).tolist() == [2, 5, n, n + 3]
+    torch.testing.assert_close(picked.thermostat["heat"], state.thermostat["heat"][[2, 0]],
+                               rtol=0, atol=0)
     assert "edge_index" not in picked.batch and picked.outputs == {}
     full = simulate(state, VelocityVerlet(), ForceField(lj), 5.0, 20, progress=False)
     part = simulate(picked, VelocityVerlet(), ForceField(lj), 5.0, 20, progress=False)
     torch.testing.assert_close(part.positions, full.positions[order], rtol=0, atol=1e-10)
-    torch.testing.assert_close(part.positions[[0, 3]], picked.positions[[0, 3]], rtol=0, atol=0)
+    torch.testing.assert_close(part.positions[[2, 5]], picked.positions[[2, 5]], rtol=0, atol=0)
     with pytest.raises(InvalidConfig, match="replicas to keep"):
         state.select([3])
 

@@ -90,10 +90,8 @@ def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: floa
             deviation = _max_deviation(state)
             out = [k for k in range(alive) if not float(deviation[k]) <= hi]
             sample = step % sample_every == 0
-            if sample or out:
-                frames = state.to_atoms()
             if sample:
-                for k, atoms in enumerate(frames):
+                for k, atoms in enumerate(state.to_atoms()):
                     if k not in out:
                         _keep(result, atoms, float(deviation[k]), temperature)
             if out:  # these left the trust region: stop them, go on with the rest
