@@ -78,7 +78,8 @@ def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: floa
         result.trajectories += len(replicas)
         forcefield = ForceField(model, stress=pressure is not None)
         run_seed = seed * 1000 + t_index
-        state = initial_state(replicas, temperature=temperature, seed=run_seed, dtype=dtype)
+        state = initial_state(replicas, temperature=temperature, seed=run_seed, dtype=dtype,
+                              device=model.device)
         integrator = _integrator(temperature, friction, pressure, run_seed)
         state = integrator.init(forcefield.evaluate(state))
         deviation = _max_deviation(state)
