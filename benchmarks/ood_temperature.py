@@ -48,14 +48,7 @@ import mlipkit
 from mlipkit.data import from_atoms
 from mlipkit.neighbors import attach_neighbors
 from mlipkit.training.config import ModelConfig
-from mlipkit.uncertainty.estimators import (
-    EnsembleDeviation,
-    Environments,
-    KernelDistance,
-    Mahalanobis,
-    PosteriorStd,
-)
-from uncertainty import committee, gfn2_ethanol, linear_model, roc_auc
+from uncertainty import committee, gfn2_ethanol, ood_estimators, roc_auc
 
 ROOT = Path(__file__).resolve().parent
 
@@ -109,20 +102,14 @@ def main() -> None:
         "bound_roc_auc_energy": auc_with_interval(energies[0], runs[0], energies[1], runs[1]),
         "bound_roc_auc_harmonic": harmonic_auc(3 * 9 - 6, args.cold, args.hot),
     }
-    config = ModelConfig(type="linear", cutoff=5.0)
-    environments = Environments(["H", "C", "O"], cutoff=config.cutoff,
-                                n_radial=config.soap_n_radial, l_max=config.soap_l_max)
-    train_b = batches(train, labels=True)
-    model, _, _ = linear_model(train_b, config)
-    estimators = {"mahalanobis": Mahalanobis(environments).fit(train_b),
-                  "kernel_distance": KernelDistance(environments).fit(train_b),
-                  "linear_posterior_std": PosteriorStd(model)}
+    ensemble = None
     if args.ensemble_budget > 0:
         args.output.mkdir(parents=True, exist_ok=True)
         data = args.output / "ethanol_gfn2_train.extxyz"
         ase.io.write(data, train)
-        estimators["ensemble_force_deviation"] = EnsembleDeviation(committee(
-            data, len(train), args.ensemble_budget, args.members, args.output))
+        ensemble = committee(data, len(train), args.ensemble_budget, args.members, args.output)
+    estimators = ood_estimators(batches(train, labels=True),
+                                ModelConfig(type="linear", cutoff=5.0), ensemble)
     inside_b, outside_b = batches(inside), batches(outside)
     for name, estimator in estimators.items():
         s_in, s_out = estimator.score(inside_b), estimator.score(outside_b)

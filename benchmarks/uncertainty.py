@@ -121,6 +121,22 @@ def linear_model(train, config: ModelConfig):
     return model, info, time.perf_counter() - t0
 
 
+def ood_estimators(train, config: ModelConfig, ensemble=None) -> dict:
+    """Out-of-distribution scores for ethanol fitted on ``train``: Mahalanobis
+    and kernel distance of SOAP environments (``config``'s cutoff and sizes),
+    the spread of a linear model fitted on it and, given a committee, its
+    force deviation."""
+    environments = Environments(["H", "C", "O"], cutoff=config.cutoff,
+                                n_radial=config.soap_n_radial, l_max=config.soap_l_max)
+    model, _, _ = linear_model(train, config)
+    estimators = {"mahalanobis": Mahalanobis(environments).fit(train),
+                  "kernel_distance": KernelDistance(environments).fit(train),
+                  "linear_posterior_std": PosteriorStd(model)}
+    if ensemble is not None:
+        estimators["ensemble_force_deviation"] = EnsembleDeviation(ensemble)
+    return estimators
+
+
 def calibrated_figures(model, held, test) -> dict:
     """Test figures before calibrating ``model`` on ``held``, after fitting
     the spread factor, and after the isotonic interval table as well."""
@@ -191,17 +207,11 @@ def main() -> None:
         : args.n_train]]
     inside = frames("ethanol", "test")
     outside = {"malonaldehyde": frames("malonaldehyde", "test"), "ethanol_1000K": hot_ethanol()}
-    environments = Environments(["H", "C", "O"], cutoff=config.cutoff,
-                                n_radial=config.soap_n_radial, l_max=config.soap_l_max)
-    eth_model, _, _ = linear_model(eth_train, config)
-    estimators = {"mahalanobis": Mahalanobis(environments).fit(eth_train),
-                  "kernel_distance": KernelDistance(environments).fit(eth_train),
-                  "linear_posterior_std": PosteriorStd(eth_model)}
+    ensemble = None
     if args.ensemble_budget > 0:
-        estimators["ensemble_force_deviation"] = EnsembleDeviation(committee(
-            DATA / "rmd17_ethanol_train_01.npz", args.n_train, args.ensemble_budget,
-            args.members, args.output))
-    for name, e in estimators.items():
+        ensemble = committee(DATA / "rmd17_ethanol_train_01.npz", args.n_train,
+                             args.ensemble_budget, args.members, args.output)
+    for name, e in ood_estimators(eth_train, config, ensemble).items():
         score_in = e.score(inside)
         for kind, structures in outside.items():
             score_out = e.score(structures)
