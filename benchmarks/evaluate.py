@@ -75,7 +75,7 @@ def bench_case(name: str, batch: Batch, structures, species, cutoff: float, repe
             _synchronize(device)
 
         extra["eager_model_s"] = median_time(evaluate, repeats)
-        pot.compile_interactions()
+        pot.compile_inference()
         t0 = time.perf_counter()
         evaluate()
         extra["compile_s"] = time.perf_counter() - t0

@@ -4,9 +4,6 @@ presets."""
 
 from __future__ import annotations
 
-import shutil
-from copy import deepcopy
-
 import numpy as np
 import pytest
 import torch
@@ -222,42 +219,6 @@ def test_model_file_round_trip(tmp_path):
     a, b = pot(batch, stress=True), loaded(batch, stress=True)
     for key in ("energy", "forces", "stress"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-
-
-@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
-                    reason="torch.compile on CPU needs a C++ compiler")
-def test_compiled_interactions_agree_with_eager(tmp_path):
-    from torch._dynamo.utils import counters
-
-    # one layer keeps the compile time of the test short
-    pot = _potential(["Cu"], CU_REF, torch.float64, seed=4, n_layers=1, correlation=2)
-    save(pot, tmp_path / "model.safetensors")
-    eager = load(tmp_path / "model.safetensors")
-    compiled = load(tmp_path / "model.safetensors", compile=True)
-    counters.clear()
-    rattled = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 1)
-    rattled.rattle(0.1, seed=1)
-    for atoms in (triclinic_cu(), rattled):  # two sizes: shapes are dynamic
-        batch = from_atoms(atoms)
-        a, b = eager(batch, stress=True), compiled(batch, stress=True)
-        for key in ("energy", "forces", "stress"):
-            torch.testing.assert_close(b[key], a[key], rtol=1e-10, atol=1e-10)
-    assert counters["stats"]["calls_captured"] > 0  # the compiled code ran
-    # training differentiates twice, which compiled code cannot: it stays eager
-    batch = from_atoms(rattled)
-    for pot in (eager, compiled):
-        pot.zero_grad()
-        pot(batch, training=True)["forces"].square().sum().backward()
-    for p, q in zip(eager.parameters(), compiled.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-10, atol=1e-12)
-    # a copy compiles its own code, with its own weights
-    copy = deepcopy(compiled)
-    with torch.no_grad():
-        for p in copy.parameters():
-            p.mul_(1.5)
-    reference = compiled(batch)["energy"]
-    torch.testing.assert_close(compiled(batch)["energy"], reference, rtol=0, atol=0)
-    assert (copy(batch)["energy"] - reference).abs().max() > 1e-3
 
 
 def test_presets_build_and_grow():

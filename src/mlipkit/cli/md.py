@@ -59,6 +59,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"],
                         help="precision (default: the model's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the model through torch.compile (the first step compiles: "
+                        "tens of seconds on a CPU; pays off for long runs)")
     parser.add_argument("--out", default="md-output", help="output folder")
 
 
@@ -92,7 +95,7 @@ def run(args) -> int:
 
     source = Path(args.model)
     model = load(source / "model.safetensors" if source.is_dir() else source,
-                 device=args.device)
+                 device=args.device, compile=args.compile)
     if args.dtype:
         model = model.to(getattr(torch, args.dtype))
     frames = read(args.structure, index=args.index)

@@ -155,9 +155,10 @@ class ACSF(nn.Module):
         atom; padding sits at the cutoff, where the cutoff function is zero),
         so every per-neighbor sum is a batched matrix product.
         """
-        vec_pad, onehot = _pad_neighbors(center, neighbor_species, vec, n_atoms, self.n_species,
-                                         self.cutoff)
-        return self._padded(vec_pad, onehot)
+        k_max, slot = neighbor_slots(center, n_atoms)
+        vec_pad, onehot = pad_neighbors(center * k_max + slot, neighbor_species, vec, n_atoms,
+                                        k_max, self.n_species, self.cutoff)
+        return self.padded(vec_pad, onehot)
 
     def with_jacobian(self, center: torch.Tensor, neighbor_species: torch.Tensor,
                       vec: torch.Tensor, n_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,11 +170,12 @@ class ACSF(nn.Module):
         ∂(M_a·M_b) = ∂M_a·M_b + M_a·∂M_b, with ∂M_e nonzero only for the
         neighbor's own element.
         """
-        vec_pad, onehot = _pad_neighbors(center, neighbor_species, vec, n_atoms, self.n_species,
-                                         self.cutoff)
-        n, k_max = vec_pad.shape[:2]
+        k_max, slot = neighbor_slots(center, n_atoms)
+        vec_pad, onehot = pad_neighbors(center * k_max + slot, neighbor_species, vec, n_atoms,
+                                        k_max, self.n_species, self.cutoff)
+        n = n_atoms
         n_r = self.radial_centres.shape[0]
-        features = self._padded(vec_pad, onehot)
+        features = self.padded(vec_pad, onehot)
 
         def per_neighbor(v):
             gauss = self._gaussians(torch.linalg.vector_norm(v, dim=-1))
@@ -215,7 +217,6 @@ class ACSF(nn.Module):
                 four = four + on * torch.einsum("nkcsij,ntsij->nkcts", d_second, partner)
             parts.append(four.reshape(n, k_max, 3, -1))
         jac = torch.cat(parts, -1)
-        _, slot = _slots(center, n_atoms)
         return features, jac[center, slot].transpose(1, 2)
 
     def _gaussians(self, r: torch.Tensor) -> torch.Tensor:
@@ -223,7 +224,7 @@ class ACSF(nn.Module):
         fc = polynomial_cutoff(r, self.cutoff).unsqueeze(-1)
         return torch.exp(-self.gauss_eta * (r.unsqueeze(-1) - self.gauss_centres) ** 2) * fc
 
-    def _padded(self, vec_pad: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    def padded(self, vec_pad: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         """Features [N, F] from neighbor slots [N, K, 3] and their species [N, K, ns]."""
         n_atoms, ns = vec_pad.shape[0], self.n_species
         r = torch.linalg.vector_norm(vec_pad, dim=-1)  # [N, K]
@@ -280,20 +281,20 @@ def _monomials(u: torch.Tensor, lmax: int) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def _pad_neighbors(center, neighbor_species, vec, n_atoms: int, n_species: int,
-                   cutoff: float):
-    """Scatter edge vectors into [N, K] slots; empty slots hold (cutoff, 0, 0)."""
-    k_max, slot = _slots(center, n_atoms)
-    flat = center * k_max + slot
-    vec_pad = vec.new_zeros(n_atoms * k_max, 3)
-    vec_pad[:, 0] = cutoff
-    vec_pad = vec_pad.index_copy(0, flat, vec)
+def pad_neighbors(flat_slot: torch.Tensor, neighbor_species: torch.Tensor, vec: torch.Tensor,
+                  n_atoms: int, k_max: int, n_species: int, cutoff: float):
+    """Scatter edge vectors into [N, K] neighbor slots (``flat_slot`` =
+    center · K + slot, from :func:`neighbor_slots`) with their species one-hot
+    [N, K, n_species]; empty slots hold (cutoff, 0, 0), where every term is zero."""
+    vec_pad = torch.cat([vec.new_full((n_atoms * k_max, 1), cutoff),
+                         vec.new_zeros(n_atoms * k_max, 2)], dim=1)
+    vec_pad = vec_pad.index_copy(0, flat_slot, vec)
     onehot = vec.new_zeros(n_atoms * k_max, n_species)
-    onehot[flat, neighbor_species] = 1.0
+    onehot = onehot.index_put((flat_slot, neighbor_species), vec.new_ones(()))
     return vec_pad.view(n_atoms, k_max, 3), onehot.view(n_atoms, k_max, n_species)
 
 
-def _slots(center: torch.Tensor, n_atoms: int) -> tuple[int, torch.Tensor]:
+def neighbor_slots(center: torch.Tensor, n_atoms: int) -> tuple[int, torch.Tensor]:
     """K (the most neighbors of any atom, at least 1) and each edge's slot
     among its center's neighbors."""
     n_edges = center.shape[0]

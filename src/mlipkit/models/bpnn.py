@@ -9,14 +9,15 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from mlipkit.data.batch import Batch
-from mlipkit.descriptors.acsf import ACSF, default_parameters
+from mlipkit.descriptors.acsf import ACSF, default_parameters, neighbor_slots, pad_neighbors
 from mlipkit.descriptors.standardize import PerSpeciesStandardizer
 from mlipkit.models.base import Capabilities, Potential, local_edges, species_lookup, to_numbers
+from mlipkit.models.compiled import CompiledCore
 from mlipkit.models.linearized import linearized
 from mlipkit.neighbors import edge_vectors
 
 
-class BehlerParrinello(Potential):
+class BehlerParrinello(CompiledCore, Potential):
     """E_i = NN_{Z_i}(Ĝ_i) − NN_{Z_i}(Ĝ_isolated).
 
     Ĝ is the per-species standardised ACSF vector. Subtracting the network's
@@ -91,13 +92,32 @@ class BehlerParrinello(Potential):
 
     def atomic_energies(self, batch: Batch) -> torch.Tensor:
         species = self.lookup[batch.numbers]
-        x = self.standardizer(self.descriptors(batch), species)
+        # atoms of each element, in the order the networks run
+        groups = [torch.nonzero(species == s).squeeze(-1) for s in range(len(self.species))]
+        if "descriptors" in batch and "descriptor_jacobian" in batch:
+            return self._networks(self.descriptors(batch), species, groups)
+        edge_index, vec, _ = local_edges(batch, self.cutoff)
+        i, j = edge_index
+        k_max, slot = neighbor_slots(i, batch.n_total_atoms)
+        eager = self._core
+        return self.compiled_or(eager)(vec, i * k_max + slot, species[j], species, groups,
+                                       k_max)
+
+    def _core(self, vec: torch.Tensor, slot: torch.Tensor, neighbor_species: torch.Tensor,
+              species: torch.Tensor, groups: list[torch.Tensor], k_max: int) -> torch.Tensor:
+        """Atomic energies from the edge vectors and their slots (see
+        :func:`~mlipkit.descriptors.acsf.pad_neighbors`): tensor operations
+        only, which :meth:`compile_inference` can compile."""
+        vec_pad, onehot = pad_neighbors(slot, neighbor_species, vec, species.shape[0], k_max,
+                                        len(self.species), self.cutoff)
+        return self._networks(self.acsf.padded(vec_pad, onehot), species, groups)
+
+    def _networks(self, features: torch.Tensor, species: torch.Tensor,
+                  groups: list[torch.Tensor]) -> torch.Tensor:
+        x = self.standardizer(features, species)
         x0 = self.standardizer.reference(torch.arange(len(self.species), device=x.device))
-        out = x.new_zeros(batch.n_total_atoms)
-        for s, net in enumerate(self.networks):
-            idx = torch.nonzero(species == s).squeeze(-1)
-            if idx.numel() == 0:
-                continue
+        out = x.new_zeros(species.shape[0])
+        for s, (net, idx) in enumerate(zip(self.networks, groups)):
             # the isolated atom's row rides along in the same pass
             e = net(torch.cat([x.index_select(0, idx), x0[s : s + 1]])).squeeze(-1)
             out = out.index_put((idx,), e[:-1] - e[-1])

@@ -122,9 +122,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu",
          compile: bool = False) -> Potential:
     """Rebuild a potential from a model file written by :func:`save`.
 
-    ``compile=True`` runs the parts that support it (the equivariant message
-    passing) through ``torch.compile`` for inference; see
-    :meth:`Equivariant.compile_interactions`.
+    ``compile=True`` runs the parts that support it (the BPNN's descriptors
+    and networks, ZBL pairs, the equivariant message passing) through
+    ``torch.compile`` for energies, forces and stress; see
+    :mod:`mlipkit.models.compiled`.
     """
     meta = read_metadata(path)
     try:
@@ -154,6 +155,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu",
     model = model.to(device)
     if compile:
         for module in model.modules():
-            if hasattr(module, "compile_interactions"):
-                module.compile_interactions()
+            if hasattr(module, "compile_inference"):
+                module.compile_inference()
     return model

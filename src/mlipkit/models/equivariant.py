@@ -38,7 +38,7 @@ from torch import nn
 from mlipkit.data.batch import Batch
 from mlipkit.descriptors.cutoff import polynomial_cutoff
 from mlipkit.models.base import Capabilities, Potential, local_edges, species_lookup, to_numbers
-from mlipkit.models.derivatives import first_order_only
+from mlipkit.models.compiled import CompiledCore
 
 # named hyper-parameter sets; benchmarks/evaluate.py and rmd17.py measure them
 PRESETS: dict[str, dict] = {
@@ -372,7 +372,7 @@ class Update(nn.Module):
         return out
 
 
-class Equivariant(Potential):
+class Equivariant(CompiledCore, Potential):
     """E(3)-equivariant message-passing potential (see the module docstring).
 
     Args:
@@ -437,26 +437,7 @@ class Equivariant(Potential):
         # coupling coefficients of every block, filled per dtype/device outside compiled code
         self._constants = [m.cg for m in self.modules() if isinstance(getattr(m, "cg", None),
                                                                         Constants)]
-        self._compile_options: dict | None = None
-        self._compiled = None
         self.to(torch.get_default_dtype())
-
-    def compile_interactions(self, enabled: bool = True, **options) -> Equivariant:
-        """Run the message passing through ``torch.compile`` (``options`` go to
-        it; shapes are dynamic unless they say otherwise). Only energies and
-        their first derivatives (forces, stress) use the compiled code; training
-        on forces and Hessians differentiate twice and stay eager. The first
-        call per dtype and device compiles (tens of seconds to minutes on a CPU).
-        Copies of the module compile again on their first call."""
-        self._compile_options = {"dynamic": True, **options} if enabled else None
-        self._compiled = None
-        return self
-
-    def __getstate__(self) -> dict:
-        # the compiled function is bound to this instance: copies and pickles drop it
-        state = super().__getstate__()
-        state["_compiled"] = None
-        return state
 
     def config(self) -> dict:
         return {"type": self.type_name, "species": [chemical_symbols[z] for z in self.species],
@@ -486,13 +467,11 @@ class Equivariant(Potential):
         species = self.lookup[batch.numbers]
         edge_index, vec, r = local_edges(batch, self.cutoff)
         receiver, sender = edge_index
-        run = self._energy
-        if self._compile_options is not None and first_order_only():
+        eager = self._energy
+        run = self.compiled_or(eager)
+        if run is not eager:
             for constants in self._constants:  # compiled code must not fill them
                 constants.copies(vec)
-            if self._compiled is None:
-                self._compiled = torch.compile(self._energy, **self._compile_options)
-            run = self._compiled
         energy = run(species, (self.sh(vec), self.radial(r), receiver, sender))
         every = torch.arange(len(self.species), device=species.device)
         return energy - self._energy(every, None).index_select(0, species)

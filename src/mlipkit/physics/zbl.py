@@ -19,6 +19,7 @@ from ase.units import Bohr, Hartree
 from mlipkit.data.batch import Batch
 from mlipkit.descriptors.cutoff import smooth_switch
 from mlipkit.models.base import Capabilities, Potential, local_edges
+from mlipkit.models.compiled import CompiledCore
 from mlipkit.models.linearized import linearized
 from mlipkit.neighbors import edge_vectors
 
@@ -26,7 +27,7 @@ COULOMB = Hartree * Bohr  # e²/4πε₀ = 14.3996 eV·Å
 _PHI = ((0.18175, 3.19980), (0.50986, 0.94229), (0.28022, 0.40290), (0.02817, 0.20162))
 
 
-class ZBL(Potential):
+class ZBL(CompiledCore, Potential):
     """ZBL repulsion for any element, switched off at ``outer`` × covalent bond length."""
 
     type_name = "zbl"
@@ -63,13 +64,17 @@ class ZBL(Potential):
                               batch.zbl_edge_gradient.unsqueeze(-1),
                               batch.edge_index[0]).squeeze(-1)
         edge_index, _, r = local_edges(batch, self.cutoff)
-        return self._atomic(batch, edge_index, r)
+        eager = self._atomic
+        return self.compiled_or(eager)(batch.numbers, edge_index, r)
 
-    def _atomic(self, batch: Batch, edge_index: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    def _atomic(self, numbers: torch.Tensor, edge_index: torch.Tensor,
+                r: torch.Tensor) -> torch.Tensor:
+        """Atomic energies [N] from the pairs' distances (the part that
+        :meth:`compile_inference` compiles)."""
         i, j = edge_index
-        pair = self.pair_energy(r, batch.numbers[i], batch.numbers[j])
+        pair = self.pair_energy(r, numbers[i], numbers[j])
         # full list: each pair appears twice, half to each atom
-        return r.new_zeros(batch.n_total_atoms, dtype=r.dtype).index_add(0, i, 0.5 * pair)
+        return r.new_zeros(numbers.shape[0]).index_add(0, i, 0.5 * pair)
 
     def cache(self, batch: Batch) -> Batch:
         """``batch`` (with a neighbor list) with its ZBL energies per atom and
@@ -82,6 +87,6 @@ class ZBL(Potential):
             r = torch.linalg.vector_norm(vec, dim=-1)
             # pairs beyond the cutoff get r = cutoff, where the switch is zero
             r = torch.where(r < self.cutoff, r, torch.full_like(r, self.cutoff))
-            energies = self._atomic(batch, batch.edge_index, r)
+            energies = self._atomic(batch.numbers, batch.edge_index, r)
             (gradient,) = torch.autograd.grad(energies.sum(), vec)
         return batch.replace(zbl_energies=energies.detach(), zbl_edge_gradient=gradient)
