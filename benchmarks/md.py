@@ -7,14 +7,19 @@ Cases: ethanol alone; 64 ethanol replicas in one batch (against ASE running
 ethanol alone, replica after replica); 4,000-atom fcc Cu. NVE at 0.5 fs from
 300 K; each timing is the median of ``--repeats`` runs of ``--steps`` steps.
 
+With ``--compile`` every case is timed twice more with the model's inference
+core through ``torch.compile`` (see mlipkit.models.compiled), in the native
+engine and in the calculator alike, so both ratios come from one run.
+
 Prints one JSON line and writes benchmarks/results/md.json.
 
-    python benchmarks/md.py [--repeats 5] [--steps 200] [--cu-steps 10]
+    python benchmarks/md.py [--repeats 5] [--steps 200] [--cu-steps 10] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -85,22 +90,39 @@ def native_rate(model, frames, steps, repeats):
     return median_rate(run, steps, repeats)
 
 
+def compiled(model):
+    """A copy of ``model`` whose inference cores run through torch.compile; it
+    compiles in the warm-up of the first timing, which no median includes."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if hasattr(module, "compile_inference"):
+            module.compile_inference()
+    return model
+
+
 def case(name, model, frames, steps, repeats, ase_baseline=None):
+    """Native and ASE rates for ``model`` (a dict: eager and maybe compiled)."""
     n_atoms = sum(len(a) for a in frames)
-    native = native_rate(model, frames, steps, repeats)
-    ase = ase_baseline if ase_baseline is not None else ase_rate(model, frames[0], steps,
-                                                                  repeats)
     ase_atoms = len(frames[0])
-    result = {
-        "case": name, "atoms": n_atoms, "replicas": len(frames),
-        "native_steps_per_s": round(native, 2),
-        "native_atom_steps_per_s": round(native * n_atoms, 1),
-        "ase_steps_per_s": round(ase, 2),
-        "ase_atom_steps_per_s": round(ase * ase_atoms, 1),
-        "speedup_atom_steps": round(native * n_atoms / (ase * ase_atoms), 2),
-    }
+    result = {"case": name, "atoms": n_atoms, "replicas": len(frames)}
+    rates = {}
+    for kind, pot in model.items():
+        native = native_rate(pot, frames, steps, repeats)
+        ase = (ase_baseline or {}).get(kind) or ase_rate(pot, frames[0], steps, repeats)
+        rates[kind] = ase
+        prefix = "" if kind == "eager" else f"{kind}_"
+        result.update({
+            f"{prefix}native_steps_per_s": round(native, 2),
+            f"{prefix}native_atom_steps_per_s": round(native * n_atoms, 1),
+            f"{prefix}ase_steps_per_s": round(ase, 2),
+            f"{prefix}ase_atom_steps_per_s": round(ase * ase_atoms, 1),
+            f"{prefix}speedup_atom_steps": round(native * n_atoms / (ase * ase_atoms), 2),
+        })
+    if "compiled" in model:  # the compiled engine against ASE with the eager calculator
+        result["compiled_native_vs_eager_ase"] = round(
+            result["compiled_native_atom_steps_per_s"] / result["ase_atom_steps_per_s"], 2)
     print(json.dumps(result), flush=True)
-    return result, ase
+    return result, rates
 
 
 def main() -> None:
@@ -109,18 +131,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--cu-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true",
+                        help="also time both engines with the compiled model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    def models(atoms):
+        eager = model_for(atoms)
+        return {"eager": eager, "compiled": compiled(eager)} if args.compile else {
+            "eager": eager}
+
     ethanol = molecule("CH3CH2OH")
-    ethanol_model = model_for(ethanol)
-    alone, ase_ethanol = case("ethanol", ethanol_model, [ethanol], args.steps, args.repeats)
-    replicas, _ = case("ethanol_x64", ethanol_model, [ethanol] * 64, args.steps, args.repeats,
+    ethanol_models = models(ethanol)
+    alone, ase_ethanol = case("ethanol", ethanol_models, [ethanol], args.steps, args.repeats)
+    replicas, _ = case("ethanol_x64", ethanol_models, [ethanol] * 64, args.steps, args.repeats,
                        ase_baseline=ase_ethanol)
     cu = bulk("Cu", "fcc", a=3.61, cubic=True) * (10, 10, 10)
-    copper, _ = case("cu_4000", model_for(cu), [cu], args.cu_steps, args.repeats)
+    copper, _ = case("cu_4000", models(cu), [cu], args.cu_steps, args.repeats)
     record = {
         "benchmark": "md", "timestep_fs": 0.5, "dtype": "float32", "integrator": "nve",
+        "compiled": args.compile,
         "cases": [alone, replicas, copper],
         "mlipkit": mlipkit.__version__, "torch": torch.__version__, "threads": args.threads,
         "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),

@@ -4,6 +4,9 @@ differences and monotonic repulsion."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.constants as sc
@@ -235,3 +238,16 @@ def test_float32_agrees_with_float64():
     np.testing.assert_allclose(e32["energy"].double().numpy(), e64["energy"].numpy(), rtol=1e-5)
     np.testing.assert_allclose(e32["forces"].double().numpy(), e64["forces"].numpy(),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_imports_first_and_alone():
+    """`mlipkit.physics` imported before anything else (the model registry imports it)."""
+    subprocess.run([sys.executable, "-c", "from mlipkit.physics import ZBL; ZBL()"], check=True)
+
+
+def test_no_pair_in_range_gives_zero_derivatives():
+    """Beyond every switch-off nothing is left to differentiate: forces and
+    Hessian are zero, not an error."""
+    out = ZBL().double()(from_atoms(molecule("CH3CH2OH")), forces=True, hessian=True)
+    assert float(out["energy"]) == 0.0
+    assert not out["forces"].any() and not out["hessian"].any()

@@ -60,9 +60,12 @@ def evaluate(potential, batch: Batch, forces: bool = True, stress: bool = False,
         inputs = ([positions] if want_pos else []) + ([strain] if stress else [])
         if not inputs:
             return out
-        grads = torch.autograd.grad(
-            energy.sum(), inputs, create_graph=create_graph or hessian, allow_unused=True
-        )
+        if energy.requires_grad:
+            grads = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=create_graph or hessian, allow_unused=True
+            )
+        else:  # nothing in range (e.g. no pair close enough for ZBL): a constant energy
+            grads = [None] * len(inputs)
         grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
         if want_pos:
             f = -grads[0]
@@ -82,6 +85,8 @@ def _hessian(forces: torch.Tensor, positions: torch.Tensor, create_graph: bool) 
     """H = -∂F/∂R, one backward pass per row (for small systems)."""
     flat = forces.reshape(-1)
     n = flat.numel()
+    if not flat.requires_grad:  # forces that do not depend on the positions
+        return flat.new_zeros(n, n)
     rows = []
     for k in range(n):
         (g,) = torch.autograd.grad(flat[k], positions, retain_graph=True,

@@ -18,8 +18,7 @@ from ase.units import Bohr, Hartree
 
 from mlipkit.data.batch import Batch
 from mlipkit.descriptors.cutoff import smooth_switch
-from mlipkit.models.base import Capabilities, Potential, local_edges
-from mlipkit.models.compiled import CompiledCore
+from mlipkit.models.base import Capabilities, Potential
 from mlipkit.models.linearized import linearized
 from mlipkit.neighbors import edge_vectors
 
@@ -27,7 +26,7 @@ COULOMB = Hartree * Bohr  # e²/4πε₀ = 14.3996 eV·Å
 _PHI = ((0.18175, 3.19980), (0.50986, 0.94229), (0.28022, 0.40290), (0.02817, 0.20162))
 
 
-class ZBL(CompiledCore, Potential):
+class ZBL(Potential):
     """ZBL repulsion for any element, switched off at ``outer`` × covalent bond length."""
 
     type_name = "zbl"
@@ -63,14 +62,21 @@ class ZBL(CompiledCore, Potential):
             return linearized(edge_vectors(batch), batch.zbl_energies.unsqueeze(-1),
                               batch.zbl_edge_gradient.unsqueeze(-1),
                               batch.edge_index[0]).squeeze(-1)
-        edge_index, _, r = local_edges(batch, self.cutoff)
-        eager = self._atomic
-        return self.compiled_or(eager)(batch.numbers, edge_index, r)
+        # only pairs inside their switch-off distance contribute: in a typical
+        # structure none or few, so they are found first, outside the graph
+        i, j = batch.edge_index
+        with torch.no_grad():
+            r = torch.linalg.vector_norm(edge_vectors(batch), dim=-1)
+            keep = r < self.outer * (self.radii[batch.numbers[i]] + self.radii[batch.numbers[j]])
+        if not bool(keep.any()):
+            return batch.positions.new_zeros(batch.n_total_atoms)
+        close = batch.replace(edge_index=batch.edge_index[:, keep], shifts=batch.shifts[keep])
+        r = torch.linalg.vector_norm(edge_vectors(close), dim=-1)
+        return self._atomic(batch.numbers, close.edge_index, r)
 
     def _atomic(self, numbers: torch.Tensor, edge_index: torch.Tensor,
                 r: torch.Tensor) -> torch.Tensor:
-        """Atomic energies [N] from the pairs' distances (the part that
-        :meth:`compile_inference` compiles)."""
+        """Atomic energies [N] from the pairs' distances."""
         i, j = edge_index
         pair = self.pair_energy(r, numbers[i], numbers[j])
         # full list: each pair appears twice, half to each atom
