@@ -7,12 +7,12 @@ forces, timing the two parts; medians over repeats are reported. ASE's EMT
 calculator on the same structures is a baseline measured in the same run.
 Memory is the growth of the process's peak resident size during a case's
 first evaluation, per atom (cases run largest first). ``--compile`` times the
-equivariant model eager and then through ``torch.compile``, in the same run.
+model eager and then through ``torch.compile``, in the same run.
 
 Prints one JSON line and writes it to benchmarks/results/evaluate[_MODEL].json.
 
     python benchmarks/evaluate.py [--repeats 10] [--threads 2]
-    python benchmarks/evaluate.py --model equivariant --preset small [--compile]
+    python benchmarks/evaluate.py [--model equivariant --preset small] [--compile]
 """
 
 from __future__ import annotations
@@ -128,12 +128,10 @@ def main() -> None:
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true",
-                        help="equivariant only: also time the model through torch.compile")
+                        help="also time the model through torch.compile")
     parser.add_argument("--output", type=Path,
                         help="default: benchmarks/results/evaluate[_MODEL].json")
     args = parser.parse_args()
-    if args.compile and args.model != "equivariant":
-        parser.error("--compile applies to --model equivariant")
     torch.set_num_threads(args.threads)
     common = dict(repeats=args.repeats, model=args.model, preset=args.preset, device=args.device,
                   compile=args.compile)
@@ -153,8 +151,9 @@ def main() -> None:
                      + (", torch.compile" if args.compile else ""))
         name = f"evaluate_equivariant_{args.preset}" + ("_compiled" if args.compile else "")
     else:
-        described = "BehlerParrinello default (hidden 64x64, ACSF from cutoff), float32"
-        name = "evaluate"
+        described = ("BehlerParrinello default (hidden 64x64, ACSF from cutoff), float32"
+                     + (", torch.compile" if args.compile else ""))
+        name = "evaluate" + ("_compiled" if args.compile else "")
     output = args.output or ROOT / "results" / f"{name}.json"
     record = {
         "benchmark": "evaluate",

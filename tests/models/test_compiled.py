@@ -1,5 +1,6 @@
-"""torch.compile of the inference cores (BPNN + ZBL, equivariant): compiled
-and eager energies, forces and stress agree; training stays eager."""
+"""torch.compile of the inference cores (of the BPNN and the equivariant
+model, each summed with ZBL): compiled and eager energies, forces and stress
+agree; training stays eager."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from copy import deepcopy
 import pytest
 import torch
 from ase.build import bulk, molecule
-from torch._dynamo.utils import counters
 
 from mlipkit.data import from_atoms
 from mlipkit.models import ScaleShift, SumPotential
@@ -49,6 +49,8 @@ def equivariant_case():
 
 @pytest.mark.parametrize("case", [bpnn_case, equivariant_case], ids=["bpnn", "equivariant"])
 def test_compiled_inference_agrees_with_eager(case, tmp_path):
+    from torch._dynamo.utils import counters
+
     pot, structures = case()
     save(pot, tmp_path / "model.safetensors")
     eager = load(tmp_path / "model.safetensors")

@@ -99,9 +99,7 @@ class BehlerParrinello(CompiledCore, Potential):
         edge_index, vec, _ = local_edges(batch, self.cutoff)
         i, j = edge_index
         k_max, slot = neighbor_slots(i, batch.n_total_atoms)
-        eager = self._core
-        return self.compiled_or(eager)(vec, i * k_max + slot, species[j], species, groups,
-                                       k_max)
+        return self.inference_core()(vec, i * k_max + slot, species[j], species, groups, k_max)
 
     def _core(self, vec: torch.Tensor, slot: torch.Tensor, neighbor_species: torch.Tensor,
               species: torch.Tensor, groups: list[torch.Tensor], k_max: int) -> torch.Tensor:

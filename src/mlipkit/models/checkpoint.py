@@ -123,7 +123,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu",
     """Rebuild a potential from a model file written by :func:`save`.
 
     ``compile=True`` runs the parts that support it (the BPNN's descriptors
-    and networks, ZBL pairs, the equivariant message passing) through
+    and networks, the equivariant message passing) through
     ``torch.compile`` for energies, forces and stress; see
     :mod:`mlipkit.models.compiled`.
     """

@@ -2,10 +2,12 @@
 
 A potential's atomic energies split into an eager prelude (choosing the
 edges within its cutoff, index bookkeeping: shapes that depend on the data)
-and a core of tensor operations on those edges. Only the core is compiled,
-with dynamic shapes, so a new structure or neighbour list does not compile
-again. Compiled code serves energies and their first derivatives (forces,
-stress); training on forces and Hessians differentiate twice and run eager.
+and a core of tensor operations on those edges, ``_core``. Only the core is
+compiled, with dynamic shapes, so most new structures and neighbour lists
+run the same code (sizes 0 and 1, e.g. an element with a single atom, are
+compiled separately). Compiled code serves energies and their first
+derivatives (forces, stress); training on forces and Hessians differentiate
+twice and run eager.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from mlipkit.models.derivatives import first_order_only
 
 class CompiledCore:
     """Mixin for a :class:`~mlipkit.models.base.Potential` with a ``_core``
-    method; :meth:`compiled_or` picks the compiled or eager version."""
+    method; :meth:`inference_core` picks the compiled or eager version."""
 
     _compile_options: dict | None = None
     _compiled: Callable | None = None
@@ -39,11 +41,14 @@ class CompiledCore:
         state["_compiled"] = None
         return state
 
-    def compiled_or(self, core: Callable) -> Callable:
-        """The compiled ``core`` when compilation is on and only first
-        derivatives will be taken, else ``core`` itself."""
-        if self._compile_options is None or not first_order_only():
-            return core
+    def compiling(self) -> bool:
+        """True when compilation is on and only first derivatives will be taken."""
+        return self._compile_options is not None and first_order_only()
+
+    def inference_core(self) -> Callable:
+        """The compiled ``_core`` when :meth:`compiling`, else ``_core`` itself."""
+        if not self.compiling():
+            return self._core
         if self._compiled is None:
-            self._compiled = torch.compile(core, **self._compile_options)
+            self._compiled = torch.compile(self._core, **self._compile_options)
         return self._compiled

@@ -60,12 +60,9 @@ def evaluate(potential, batch: Batch, forces: bool = True, stress: bool = False,
         inputs = ([positions] if want_pos else []) + ([strain] if stress else [])
         if not inputs:
             return out
-        if energy.requires_grad:
-            grads = torch.autograd.grad(
-                energy.sum(), inputs, create_graph=create_graph or hessian, allow_unused=True
-            )
-        else:  # nothing in range (e.g. no pair close enough for ZBL): a constant energy
-            grads = [None] * len(inputs)
+        grads = torch.autograd.grad(
+            energy.sum(), inputs, create_graph=create_graph or hessian, allow_unused=True
+        )
         grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
         if want_pos:
             f = -grads[0]

@@ -447,7 +447,7 @@ class Equivariant(CompiledCore, Potential):
     def capabilities(self) -> Capabilities:
         return Capabilities(species=tuple(self.species), cutoff=self.cutoff, dtype=self.dtype)
 
-    def _energy(self, species: torch.Tensor, edges) -> torch.Tensor:
+    def _core(self, species: torch.Tensor, edges) -> torch.Tensor:
         """Atomic energies [N]; ``edges`` is (sh, radial, receiver, sender), or
         None for isolated atoms (no neighbours: A = 0)."""
         h = {(0, 1): self.embedding(species).unsqueeze(-1)}
@@ -467,11 +467,9 @@ class Equivariant(CompiledCore, Potential):
         species = self.lookup[batch.numbers]
         edge_index, vec, r = local_edges(batch, self.cutoff)
         receiver, sender = edge_index
-        eager = self._energy
-        run = self.compiled_or(eager)
-        if run is not eager:
+        if self.compiling():
             for constants in self._constants:  # compiled code must not fill them
                 constants.copies(vec)
-        energy = run(species, (self.sh(vec), self.radial(r), receiver, sender))
+        energy = self.inference_core()(species, (self.sh(vec), self.radial(r), receiver, sender))
         every = torch.arange(len(self.species), device=species.device)
-        return energy - self._energy(every, None).index_select(0, species)
+        return energy - self._core(every, None).index_select(0, species)

@@ -69,7 +69,8 @@ class ZBL(Potential):
             r = torch.linalg.vector_norm(edge_vectors(batch), dim=-1)
             keep = r < self.outer * (self.radii[batch.numbers[i]] + self.radii[batch.numbers[j]])
         if not bool(keep.any()):
-            return batch.positions.new_zeros(batch.n_total_atoms)
+            # zeros that stay attached to the positions: their derivatives exist, and are zero
+            return batch.positions[:, 0] * 0.0
         close = batch.replace(edge_index=batch.edge_index[:, keep], shifts=batch.shifts[keep])
         r = torch.linalg.vector_norm(edge_vectors(close), dim=-1)
         return self._atomic(batch.numbers, close.edge_index, r)
