@@ -253,6 +253,8 @@ def test_attach_neighbors_on_batch_equals_per_structure_lists():
         expected |= {(i + offset, j + offset, *s) for i, j, *s in ref}
         offset += len(a)
     assert got == expected
+    # sorted by center, as the models' padding expects without sorting again
+    assert bool((batch.edge_index[0, 1:] >= batch.edge_index[0, :-1]).all())
     # every edge stays within one structure
     system = batch.system
     assert torch.equal(system[batch.edge_index[0]], system[batch.edge_index[1]])

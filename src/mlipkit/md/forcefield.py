@@ -37,9 +37,6 @@ class VerletList:
         if "edge_index" in batch and not self.needs_rebuild(batch):
             return batch
         batch = attach_neighbors(batch.without("edge_index", "shifts"), self.cutoff + self.skin)
-        # sorted by center once here, so that models need not sort it every step
-        order = torch.argsort(batch.edge_index[0], stable=True)
-        batch = batch.replace(edge_index=batch.edge_index[:, order], shifts=batch.shifts[order])
         self._positions = batch.positions.detach().clone()
         cell = batch.cell.detach()
         full = torch.linalg.det(cell).abs() > 0

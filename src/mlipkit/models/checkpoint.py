@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from mlipkit.errors import InvalidModelFile
 from mlipkit.models.base import Potential
+from mlipkit.models.compiled import compile_for_inference
 from mlipkit.models.registry import build
 
 FORMAT = "mlipkit-model"
@@ -153,8 +154,4 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu",
             f"({type(exc).__name__}: {exc})"
         ) from None
     model = model.to(device)
-    if compile:
-        for module in model.modules():
-            if hasattr(module, "compile_inference"):
-                module.compile_inference()
-    return model
+    return compile_for_inference(model) if compile else model

@@ -52,3 +52,12 @@ class CompiledCore:
         if self._compiled is None:
             self._compiled = torch.compile(self._core, **self._compile_options)
         return self._compiled
+
+
+def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch on :meth:`CompiledCore.compile_inference` in every part of
+    ``model`` that supports it; returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, CompiledCore):
+            module.compile_inference()
+    return model

@@ -36,7 +36,8 @@ def neighbor_list(
 
 
 def attach_neighbors(batch: Batch, cutoff: float) -> Batch:
-    """A new Batch with ``edge_index`` and ``shifts`` for the given cutoff.
+    """A new Batch with ``edge_index`` and ``shifts`` for the given cutoff,
+    edges sorted by their center atom.
 
     Periodic structures get one vesin call each. All non-periodic structures
     of the batch share one call: each is translated along x past the previous
@@ -64,6 +65,9 @@ def attach_neighbors(batch: Batch, cutoff: float) -> Batch:
         shifts.append(sh)
     edge_np = edges[0] if len(edges) == 1 else np.concatenate(edges, axis=1)
     shift_np = shifts[0] if len(shifts) == 1 else np.concatenate(shifts, axis=0)
+    if (np.diff(edge_np[0]) < 0).any():  # so that models need not sort them per call
+        order = np.argsort(edge_np[0], kind="stable")
+        edge_np, shift_np = edge_np[:, order], shift_np[order]
     edge_index = torch.from_numpy(edge_np).to(batch.device)
     shift_t = torch.from_numpy(shift_np).to(batch.device, batch.dtype)
     return batch.replace(edge_index=edge_index, shifts=shift_t)
