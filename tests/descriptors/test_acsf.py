@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from mlipkit.descriptors.acsf import ACSF, _monomial_exponents, _monomials, default_parameters
+from mlipkit.descriptors.acsf import (
+    ACSF,
+    _monomial_exponents,
+    _monomials,
+    default_parameters,
+    wide_matmul,
+)
 
 
 def brute_force(pos, species, n_species, cutoff, params):
@@ -156,3 +162,12 @@ def test_jacobian_equals_autograd(seed, four_body):
     torch.testing.assert_close(features, acsf(i, species[j], vec, len(pos)), rtol=0, atol=0)
     torch.testing.assert_close(jac, expected, rtol=1e-10, atol=1e-12)
     assert expected.abs().max() > 0.1
+
+
+def test_wide_matmul_equals_matmul_with_first_and_second_derivatives():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(wide_matmul(x, w), x @ w, rtol=0, atol=1e-14)
+    assert torch.autograd.gradcheck(wide_matmul, (x, w))
+    assert torch.autograd.gradgradcheck(wide_matmul, (x, w))

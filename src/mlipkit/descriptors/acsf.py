@@ -241,7 +241,7 @@ class ACSF(nn.Module):
         moments = moments.view(n_atoms, ns, n_s, -1)
         # index_select: its backward (index_add) is much cheaper than advanced indexing's
         products = moments.index_select(1, self.pair_a) * moments.index_select(1, self.pair_b)
-        angular = products @ self.projection.to(products.dtype)  # [N, P, n_s, shapes]
+        angular = wide_matmul(products, self.projection.to(products.dtype))  # [N, P, n_s, shapes]
         # remove j = k (cos θ = 1), present only for pairs of the same element
         g_sq = torch.bmm(weights, ga * ga).index_select(1, self.pair_a)  # [N, P, n_s]
         same = self.pair_same.to(ga.dtype).view(1, -1, 1, 1)
@@ -251,6 +251,36 @@ class ACSF(nn.Module):
             a, b, c = self._triple_factors(self._second_moments(moments))
             parts.append(((a @ b) * c).sum((-2, -1)).reshape(n_atoms, -1))  # C symmetric
         return torch.cat(parts, dim=1)
+
+
+class _WideMatmul(torch.autograd.Function):
+    """x [..., A] @ w [A, H] computed as (wᵀ xᵀ)ᵀ, forward and backward.
+
+    For many rows and few columns, BLAS's row-major kernel (and the layout
+    autograd picks for the backward of a transposed product) can be several
+    times slower than the same product with the long axis last.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        rows = x.reshape(-1, x.shape[-1])
+        return torch.mm(w.t(), rows.t()).t().reshape(*x.shape[:-1], w.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w = ctx.saved_tensors
+        # through apply again, so second derivatives (force training, Hessians) work
+        grad_x = wide_matmul(grad, w.t()) if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = x.reshape(-1, x.shape[-1]).t() @ grad.reshape(-1, grad.shape[-1])
+        return grad_x, grad_w
+
+
+def wide_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w`` for a tall ``x`` [..., A] and a small ``w`` [A, H]; see :class:`_WideMatmul`."""
+    return _WideMatmul.apply(x, w)
 
 
 def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:

@@ -31,6 +31,7 @@ class VerletList:
         self._positions: torch.Tensor | None = None
         self._inverse_cell: torch.Tensor | None = None
         self._full: torch.Tensor | None = None
+        self._cell: torch.Tensor | None = None
 
     def update(self, batch: Batch) -> Batch:
         """``batch`` with a valid neighbor list: the old one if it still is."""
@@ -44,7 +45,7 @@ class VerletList:
         # replicas without a full cell never change it: A stays the identity
         self._inverse_cell = torch.where(full.view(-1, 1, 1), torch.linalg.inv(
             torch.where(full.view(-1, 1, 1), cell, eye)), torch.zeros_like(cell))
-        self._full = full
+        self._full, self._cell = full, cell.clone()
         self.builds += 1
         return batch
 
@@ -53,12 +54,16 @@ class VerletList:
             return True
         if self.skin == 0:
             return True
+        positions = batch.positions.detach()
+        if torch.equal(batch.cell, self._cell):  # fixed cells (or none): the half-skin rule
+            moved = torch.linalg.vector_norm(positions - self._positions, dim=-1)
+            return bool((2.0 * moved > self.skin).any())
         cell = batch.cell.detach()
         eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
         deform = torch.where(self._full.view(-1, 1, 1), self._inverse_cell @ cell, eye)
         system = batch.system
         mapped = torch.einsum("na,nab->nb", self._positions, deform[system])
-        moved = torch.linalg.vector_norm(batch.positions.detach() - mapped, dim=-1)
+        moved = torch.linalg.vector_norm(positions - mapped, dim=-1)
         largest = moved.new_zeros(batch.n_structures).scatter_reduce(0, system, moved, "amax")
         stretch = torch.linalg.svdvals(deform)[:, -1]
         reach = stretch * (self.cutoff + self.skin) - self.cutoff
