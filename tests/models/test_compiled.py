@@ -16,7 +16,14 @@ from mlipkit.models import ScaleShift, SumPotential
 from mlipkit.models.checkpoint import load, save
 from mlipkit.models.equivariant import Equivariant
 from mlipkit.physics import ZBL
-from tests.conftest import CU_REF, ETHANOL_REFS, build_potential, molecule_fit_frames, triclinic_cu
+from tests.conftest import (
+    CU_REF,
+    ETHANOL_REFS,
+    build_potential,
+    molecule_fit_frames,
+    rattled,
+    triclinic_cu,
+)
 
 pytestmark = pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
                                 reason="torch.compile on CPU needs a C++ compiler")
@@ -36,6 +43,14 @@ def bpnn_case():
     return pot, [boxed("CH3CH2OH"), boxed("CH3OH")]
 
 
+def bpnn_copper_case():
+    # one element and over 16 atoms: the shapes where inductor once fused a transposed
+    # product's backward into a kernel that wrote out of bounds (see wide_matmul)
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
+    pot = build_potential(["Cu"], rattled(cell, 4, 0.1), CU_REF, torch.float64)
+    return pot, [triclinic_cu(), rattled(cell, 1, 0.1, seed=9)[0]]
+
+
 def equivariant_case():
     torch.manual_seed(4)
     # one layer keeps the compile time of the test short
@@ -47,7 +62,8 @@ def equivariant_case():
     return pot, [triclinic_cu(), rattled]
 
 
-@pytest.mark.parametrize("case", [bpnn_case, equivariant_case], ids=["bpnn", "equivariant"])
+@pytest.mark.parametrize("case", [bpnn_case, bpnn_copper_case, equivariant_case],
+                         ids=["bpnn", "bpnn-copper", "equivariant"])
 def test_compiled_inference_agrees_with_eager(case, tmp_path):
     from torch._dynamo.utils import counters
 

@@ -279,7 +279,12 @@ class _WideMatmul(torch.autograd.Function):
 
 
 def wide_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x @ w`` for a tall ``x`` [..., A] and a small ``w`` [A, H]; see :class:`_WideMatmul`."""
+    """``x @ w`` for a tall ``x`` [..., A] and a small ``w`` [A, H]; see
+    :class:`_WideMatmul`. Under ``torch.compile`` it is the plain product:
+    inductor (torch 2.13, CPU) fused the transposed backward into a kernel
+    that wrote out of bounds."""
+    if torch.compiler.is_compiling():
+        return x @ w
     return _WideMatmul.apply(x, w)
 
 
