@@ -9,7 +9,7 @@ from mlipkit.errors import InvalidConfig
 from mlipkit.md.state import MDState
 from mlipkit.models.base import Potential, check_species, posterior_term
 from mlipkit.models.derivatives import evaluate
-from mlipkit.neighbors import attach_neighbors
+from mlipkit.neighbors import attach_neighbors, edge_vectors
 
 
 class VerletList:
@@ -48,6 +48,17 @@ class VerletList:
         self._full, self._cell = full, cell.clone()
         self.builds += 1
         return batch
+
+    def within_cutoff(self, batch: Batch) -> Batch:
+        """``batch`` with only the listed pairs now inside the cutoff, found
+        without a graph, so that derivatives never visit the skin's pairs."""
+        if self.skin == 0:
+            return batch
+        with torch.no_grad():
+            inside = torch.linalg.vector_norm(edge_vectors(batch), dim=-1) < self.cutoff
+        kept = torch.nonzero(inside).squeeze(-1)  # keeps the edges sorted by centre
+        return batch.replace(edge_index=batch.edge_index.index_select(1, kept),
+                             shifts=batch.shifts.index_select(0, kept))
 
     def needs_rebuild(self, batch: Batch) -> bool:
         if self._positions is None or self._positions.shape != batch.positions.shape:
@@ -95,13 +106,14 @@ class ForceField:
             if batch.dtype != self.potential.dtype:
                 raise InvalidConfig(f"the state is {batch.dtype} but the potential is "
                                     f"{self.potential.dtype}; build the state with its dtype")
+        pairs = self.neighbors.within_cutoff(batch)
         if type(self.potential).forward is Potential.forward:
             # checked above at every rebuild: skip the per-call casting and species check
-            out = evaluate(self.potential, batch, forces=True, stress=self.stress)
+            out = evaluate(self.potential, pairs, forces=True, stress=self.stress)
             if self.posterior:
-                out.update(self.potential.uncertainty(batch))
+                out.update(self.potential.uncertainty(pairs))
         else:  # e.g. ensembles, which add their spread
-            out = self.potential(batch, forces=True, stress=self.stress)
+            out = self.potential(pairs, forces=True, stress=self.stress)
         forces = out["forces"].masked_fill(state.fixed.unsqueeze(-1), 0.0)
         extra = {k: v for k, v in out.items() if k.endswith("_std")}
         # the energy keeps the potential's output dtype (float64 reference energies
