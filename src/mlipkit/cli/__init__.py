@@ -33,9 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # top-level options take no values, so the first command name is the command;
+    # only its arguments are built (some import torch, which takes seconds)
+    chosen = next((a for a in argv if a in COMMANDS), None)
     modules = {name: importlib.import_module(path) for name, path in COMMANDS.items()}
     for name, module in modules.items():
-        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        if name == chosen:
+            module.add_arguments(command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
