@@ -165,11 +165,12 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("system", "output", "tag")}
     record["benchmark"] = "active_learning"
     for system in (("cu", "ethanol") if args.system == "both" else (args.system,)):
-        record[system + args.tag] = {"settings": settings,
+        # threads and date per entry: the runs of one file differ in both
+        record[system + args.tag] = {"settings": settings, "threads": torch.get_num_threads(),
+                                     "date": time.strftime("%Y-%m-%d"),
                                      **run_system(system, args, args.output)}
         record.update({"mlipkit": mlipkit.__version__, "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "machine": platform.machine(),
-                       "date": time.strftime("%Y-%m-%d")})
+                       "machine": platform.machine()})
         path.write_text(json.dumps(record) + "\n")
     print(json.dumps(record))
 

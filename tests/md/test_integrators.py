@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ase import units
+from ase import Atoms, units
 from ase.constraints import FixAtoms
 from ase.md.verlet import VelocityVerlet as AseVerlet
 
@@ -79,6 +79,28 @@ def test_verlet_equals_ase(system, ethanol_potential, cu_potential):
     np.testing.assert_allclose(state.momenta.numpy() / units.fs, reference.get_momenta(),
                                rtol=0, atol=1e-10)
     assert float(state.energy[0]) == pytest.approx(reference.get_potential_energy(), abs=1e-10)
+
+
+def test_verlet_list_on_mixed_batches_equals_a_list_at_the_cutoff(lj):
+    """Periodic and open structures in one batch, one of them with its only pair
+    in the skin (zero force), then other structures with as many atoms: the
+    list at cutoff + skin gives the forces of a list at the cutoff."""
+    dimer = Atoms("Ar2", positions=[[0, 0, 0], [lj.cutoff + 0.5, 0, 0]])
+    cluster = argon(repeat=1, seed=3)
+    cluster.pbc, cluster.cell = False, None
+    first = [dimer, argon(seed=4), cluster]
+    second = [argon(seed=5), dimer, dimer, dimer]  # 38 atoms, as first, in 4 structures
+    skinned = ForceField(lj, skin=1.0)
+    for frames in (first, second):
+        state = initial_state(frames, temperature=50, seed=0)
+        fresh = ForceField(lj, skin=0.0).evaluate(state)
+        reused = skinned.evaluate(state)
+        torch.testing.assert_close(reused.forces, fresh.forces, rtol=0, atol=1e-12)
+        torch.testing.assert_close(reused.energy, fresh.energy, rtol=0, atol=1e-12)
+        dimer_atoms = state.system == frames.index(dimer)
+        assert reused.forces[dimer_atoms].abs().max() == 0
+        assert reused.batch.n_edges > fresh.batch.n_edges  # the skin's pairs are listed
+    assert skinned.neighbors.builds == 2  # other structures: a new list
 
 
 def test_verlet_list_equals_rebuilding_every_step(lj):

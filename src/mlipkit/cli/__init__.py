@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == chosen:
             module.add_arguments(command)
     args = parser.parse_args(argv)
+    if args.command != chosen:  # a top-level option took a value that named a command
+        raise RuntimeError(f"mlipkit: built the arguments of {chosen!r}, not {args.command!r}")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

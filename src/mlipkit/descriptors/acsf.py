@@ -263,7 +263,8 @@ class _WideMatmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
+        # x is needed only for w's gradient (a fixed projection has none)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, w)
         rows = x.reshape(-1, x.shape[-1])
         return torch.mm(w.t(), rows.t()).t().reshape(*x.shape[:-1], w.shape[1])
 

@@ -61,7 +61,8 @@ class VerletList:
                              shifts=batch.shifts.index_select(0, kept))
 
     def needs_rebuild(self, batch: Batch) -> bool:
-        if self._positions is None or self._positions.shape != batch.positions.shape:
+        if (self._positions is None or self._positions.shape != batch.positions.shape
+                or self._cell.shape != batch.cell.shape):
             return True
         if self.skin == 0:
             return True
