@@ -20,7 +20,7 @@ With ``--compile`` every case is timed twice more with the model's inference
 core through ``torch.compile`` (see mlipkit.models.compiled), in the native
 engine and in the calculator alike, so both ratios come from one run.
 
-Prints one JSON line and writes benchmarks/results/md.json.
+Prints one JSON line and writes benchmarks/results/md{--tag}.json.
 
     python benchmarks/md.py [--repeats 5] [--steps 200] [--cu-steps 10] [--compile]
                             [--threads N] [--tag _NAME]
@@ -69,13 +69,15 @@ def model_for(atoms, seed=0):
 
 def interleaved_rates(runners: dict, steps: int, repeats: int) -> dict:
     """Median steps per second of each ``runner(steps)``. The runners take
-    turns within every repeat, so a machine that drifts slower or faster
-    during the case affects them alike and their ratios stay fair."""
+    turns within every repeat, in a rotating order, so that a machine that
+    drifts slower or faster during the case affects them alike."""
     for run in runners.values():
         run(min(steps, 5))  # warm-up (and compilation)
     times = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
+    names = list(runners)
+    for k in range(repeats):
+        for name in names[k % len(names):] + names[:k % len(names)]:  # rotating order
+            run = runners[name]
             t0 = time.perf_counter()
             run(steps)
             times[name].append(time.perf_counter() - t0)
@@ -176,7 +178,8 @@ def main() -> None:
     copper = case("cu_4000", models(cu), [cu], args.cu_steps, args.repeats)
     record = {
         "benchmark": "md", "timestep_fs": 0.5, "dtype": "float32", "integrator": "nve",
-        "compiled": args.compile,
+        "compiled": args.compile, "repeats": args.repeats, "steps": args.steps,
+        "cu_steps": args.cu_steps,
         "cases": [alone, replicas, copper],
         "mlipkit": mlipkit.__version__, "torch": torch.__version__, "threads": args.threads,
         "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
