@@ -56,13 +56,14 @@ class VerletList:
             return batch
         with torch.no_grad():
             inside = torch.linalg.vector_norm(edge_vectors(batch), dim=-1) < self.cutoff
+        if bool(inside.all()):  # e.g. a small molecule: nothing to drop, nothing to copy
+            return batch
         kept = torch.nonzero(inside).squeeze(-1)  # keeps the edges sorted by centre
         return batch.replace(edge_index=batch.edge_index.index_select(1, kept),
                              shifts=batch.shifts.index_select(0, kept))
 
     def needs_rebuild(self, batch: Batch) -> bool:
-        if (self._positions is None or self._positions.shape != batch.positions.shape
-                or self._cell.shape != batch.cell.shape):
+        if self._positions is None or self._positions.shape != batch.positions.shape:
             return True
         if self.skin == 0:
             return True
