@@ -38,13 +38,15 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--config", type=Path, help="a YAML config to start from")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="folder holding rmd17_<molecule>_{train,test}_01.npz")
     parser.add_argument("--output", type=Path, default=Path("runs/rmd17"))
     parser.add_argument("--tag", default="", help="suffix of the result file name")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.lr=5e-4")
     args = parser.parse_args()
 
-    train_file = DATA / f"rmd17_{args.molecule}_train_01.npz"
-    test_file = DATA / f"rmd17_{args.molecule}_test_01.npz"
+    train_file = args.data / f"rmd17_{args.molecule}_train_01.npz"
+    test_file = args.data / f"rmd17_{args.molecule}_test_01.npz"
     output = args.output / f"{args.molecule}_{int(time.time())}"
     overrides = [f"data.train={train_file}", f"data.test={test_file}",
                  "data.valid_fraction=0.05", f"training.max_time={args.budget / args.ensemble}",
@@ -70,6 +72,8 @@ def main() -> None:
         "wall_s": round(wall, 1),
         "dtype": args.dtype,
         "device": args.device,
+        "device_name": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+                        else platform.processor() or platform.machine()),
         "n_train": 950,
         "n_test": test["n_structures"],
         "test_energy_mae_meV": test["energy_mae"] * 1000,

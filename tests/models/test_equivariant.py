@@ -249,3 +249,14 @@ def test_bad_settings_are_refused():
         Equivariant(["H"], cutoff=0.0)
     with pytest.raises(ValueError, match="correlation"):
         Equivariant(["H"], correlation=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_matches_cpu_with_stress_and_hessian():
+    pot = _potential(["Cu"], CU_REF, torch.float64, **PRESETS["large"])
+    atoms = triclinic_cu()
+    cpu = pot(from_atoms(atoms), stress=True, hessian=True)
+    gpu = pot.to("cuda")(from_atoms(atoms).to("cuda"), stress=True, hessian=True)
+    for key in ("energy", "forces", "stress", "hessian"):
+        assert gpu[key].device.type == "cuda"
+        torch.testing.assert_close(gpu[key].cpu(), cpu[key], rtol=1e-9, atol=1e-9)
