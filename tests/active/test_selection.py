@@ -15,6 +15,7 @@ from mlipkit.active.selection import (
     farthest_point,
     max_uncertainty,
     trust_band,
+    weighted_farthest_point,
 )
 from mlipkit.data import from_atoms
 from mlipkit.models.ensemble import EnsemblePotential
@@ -33,6 +34,26 @@ def test_max_uncertainty_and_trust_band():
     assert picks.tolist() == [1, 2]  # the most uncertain, then the one far from it
     with pytest.raises(ValueError):
         trust_band(scores, 1.0, 0.5, 2)
+
+
+def test_weighted_farthest_point_keeps_away_from_the_training_set():
+    scores = np.array([1.0, 0.5, 0.4])
+    features = np.array([[0.05], [3.0], [6.0]])
+    assert weighted_farthest_point(scores, features, 2).tolist() == [0, 2]
+    # a labelled structure next to the most uncertain one makes it the last choice
+    picks = weighted_farthest_point(scores, features, 3, labelled=np.array([[0.0]]))
+    assert picks.tolist() == [2, 1, 0]
+    assert trust_band(scores, 0.0, 1.0, 1, features, np.array([[0.0]])).tolist() == [2]
+    # duplicates of labelled structures are never labelled again
+    assert len(weighted_farthest_point(scores, np.zeros((3, 1)), 3, np.zeros((1, 1)))) == 0
+    # against the definition: each pick maximises score x distance to picks and labels
+    rng = np.random.default_rng(3)
+    x, s, ref = rng.normal(size=(30, 4)), rng.uniform(0.1, 1.0, 30), rng.normal(size=(5, 4))
+    picks = weighted_farthest_point(s, x, 6, ref)
+    for k in range(6):
+        near = np.vstack([ref, x[picks[:k]]])
+        gain = s * np.linalg.norm(x[:, None] - near[None], axis=-1).min(1)
+        assert gain[picks[k]] == pytest.approx(gain.max())
 
 
 def test_farthest_point_is_greedy_maximin():

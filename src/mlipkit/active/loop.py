@@ -38,6 +38,8 @@ from mlipkit.active.oracles import Oracle
 from mlipkit.active.report import write_report
 from mlipkit.active.selection import trust_band
 from mlipkit.active.store import LabelStore
+from mlipkit.data.batch import Batch
+from mlipkit.data.convert import from_atoms
 from mlipkit.errors import InvalidConfig, OracleFailures
 from mlipkit.models.checkpoint import load as load_model
 from mlipkit.training.config import DataConfig, RunConfig
@@ -209,10 +211,13 @@ class Learner:
         band = samples[(np.asarray(result.deviation)[samples] >= s.lo)
                        & (np.asarray(result.deviation)[samples] <= s.hi)]
         if len(chosen) < count and len(band):
-            features = _structure_features(model, [result.frames[k] for k in band]) \
-                if s.diversity else None
+            features = labelled = None
+            if s.diversity:  # away from each other and from the training set
+                features, labelled = _structure_features(
+                    model, [from_atoms(result.frames[k]) for k in band],
+                    self.store.labelled(TRAINING_ORIGINS))
             picks = trust_band(np.asarray(result.deviation)[band], s.lo, s.hi,
-                               count - len(chosen), features)
+                               count - len(chosen), features, labelled)
             chosen += band[picks].tolist()
         return chosen
 
@@ -308,18 +313,24 @@ def _executor_kwargs(config: LearnConfig) -> dict:
     return kwargs
 
 
-def _structure_features(model, frames: list[Atoms]) -> np.ndarray:
-    """Mean SOAP power spectrum of each frame's atoms (for diversity)."""
-    from mlipkit.data.convert import from_atoms
+def _structure_features(model, *groups: list[Batch]) -> list[np.ndarray | None]:
+    """Mean SOAP power spectrum of each structure's atoms (for diversity),
+    one array per group of structures (None for an empty group)."""
     from mlipkit.uncertainty.estimators import Environments
 
     caps = model.capabilities
     environments = Environments(list(caps.species), cutoff=caps.cutoff, n_radial=4, l_max=3)
-    vectors, _, n_atoms = environments.vectors([from_atoms(a) for a in frames])
-    index = np.repeat(np.arange(len(n_atoms)), n_atoms)
-    sums = np.zeros((len(n_atoms), vectors.shape[1]))
-    np.add.at(sums, index, vectors)
-    return sums / np.asarray(n_atoms)[:, None]
+    out = []
+    for batches in groups:
+        if not batches:
+            out.append(None)
+            continue
+        vectors, _, n_atoms = environments.vectors(batches)
+        index = np.repeat(np.arange(len(n_atoms)), n_atoms)
+        sums = np.zeros((len(n_atoms), vectors.shape[1]))
+        np.add.at(sums, index, vectors)
+        out.append(sums / np.asarray(n_atoms)[:, None])
+    return out
 
 
 def learn(config: LearnConfig, progress: bool = True) -> dict:

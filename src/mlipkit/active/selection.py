@@ -5,7 +5,7 @@ Every strategy returns indices into the candidate list, best first:
 - :func:`max_uncertainty`: the highest scores;
 - :func:`trust_band`: scores in [lo, hi] (above hi the structures are
   likely unphysical and are skipped), most uncertain first, optionally
-  thinned for diversity;
+  thinned for diversity by :func:`weighted_farthest_point`;
 - :func:`d_optimal`: greedy maximisation of log det(A + Σ x xᵀ) over the
   candidates' feature rows (e.g. linear-model design rows), which picks the
   structures that shrink the posterior volume most;
@@ -36,20 +36,49 @@ def max_uncertainty(scores: np.ndarray, count: int) -> np.ndarray:
 
 
 def trust_band(scores: np.ndarray, lo: float, hi: float, count: int,
-               features: np.ndarray | None = None) -> np.ndarray:
+               features: np.ndarray | None = None,
+               labelled: np.ndarray | None = None) -> np.ndarray:
     """Up to ``count`` candidates with lo ≤ score ≤ hi. Without ``features``
     the most uncertain come first; with them (one row per candidate) the
-    band is thinned by farthest-point sampling, starting from the most
-    uncertain."""
+    band is thinned by :func:`weighted_farthest_point`, which also keeps
+    away from the ``labelled`` rows (the training set) when given."""
     _check_count(count)
     if not lo <= hi:
         raise ValueError(f"need lo <= hi, got [{lo}, {hi}]")
     scores = np.asarray(scores, dtype=float)
     band = np.nonzero((scores >= lo) & (scores <= hi))[0]
     band = band[np.argsort(-scores[band], kind="stable")]
-    if features is None or len(band) <= count:
+    if features is None or (len(band) <= count and labelled is None):
         return band[:count]
-    return band[farthest_point(np.asarray(features)[band], count, start=0)]
+    return band[weighted_farthest_point(scores[band], np.asarray(features)[band], count,
+                                        labelled)]
+
+
+def weighted_farthest_point(scores: np.ndarray, features: np.ndarray, count: int,
+                            labelled: np.ndarray | None = None) -> np.ndarray:
+    """Greedy picks of the candidate with the largest score × distance, the
+    distance (Euclidean, in ``features``) being to the nearest earlier pick
+    or ``labelled`` row. Without labelled rows the first pick is the highest
+    score. A candidate at zero distance (a duplicate) is never picked."""
+    _check_count(count)
+    scores = np.asarray(scores, dtype=float)
+    x = np.asarray(features, dtype=float).reshape(len(scores), -1)
+    distance = None
+    if labelled is not None and len(labelled):
+        ref = np.asarray(labelled, dtype=float).reshape(len(labelled), -1)
+        distance = np.linalg.norm(x[:, None] - ref[None], axis=-1).min(1)
+    picks: list[int] = []
+    for _ in range(min(count, len(x))):
+        gain = scores.copy() if distance is None else scores * distance
+        gain[picks] = -np.inf
+        best = int(np.argmax(gain))
+        if distance is not None and not distance[best] > 0:
+            break  # the rest duplicates what is picked or labelled
+        picks.append(best)
+        if distance is None:
+            distance = np.full(len(x), np.inf)
+        distance = np.minimum(distance, np.linalg.norm(x - x[best], axis=1))
+    return np.array(picks, dtype=int)
 
 
 def farthest_point(features: np.ndarray, count: int, start: int | None = None) -> np.ndarray:
