@@ -119,10 +119,11 @@ def run_system(system: str, args, output: Path) -> dict:
             "select": {"strategy": strategy, "per_round": args.per_round, "lo": args.lo,
                        "hi": args.hi},
             "stop": {"max_rounds": args.rounds, "uncertain_fraction": 0.0},
+            "random_seed": args.seed,
             "model": spec["model"],
             "training": {"ensemble": args.members, "max_epochs": args.epochs,
                          "batch_size": 4, "lr": 3e-3, "warmup_epochs": 0,
-                         "early_stopping_patience": 40},
+                         "early_stopping_patience": 40, "seed": args.seed},
             "output": str(folder / strategy)})
         start = time.perf_counter()
         learn(config, progress=False)
@@ -157,22 +158,24 @@ def main() -> None:
     parser.add_argument("--hi", type=float, default=1.0)
     parser.add_argument("--test-per-run", type=int, default=10)
     parser.add_argument("--rattle", type=int, default=3, help="rattled seed copies per start")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds of the rattled copies, exploration, selection and training")
     parser.add_argument("--tag", default="", help="suffix of the result keys and files")
     parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
     args = parser.parse_args()
     path = ROOT / "results" / "active_learning.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
     settings = {k: v for k, v in vars(args).items() if k not in ("system", "output", "tag")}
-    record["benchmark"] = "active_learning"
     for system in (("cu", "ethanol") if args.system == "both" else (args.system,)):
         # threads and date per entry: the runs of one file differ in both
-        record[system + args.tag] = {"settings": settings, "threads": torch.get_num_threads(),
-                                     "date": time.strftime("%Y-%m-%d"),
-                                     **run_system(system, args, args.output)}
-        record.update({"mlipkit": mlipkit.__version__, "torch": torch.__version__,
+        entry = {"settings": settings, "threads": torch.get_num_threads(),
+                 "date": time.strftime("%Y-%m-%d"), **run_system(system, args, args.output)}
+        # read just before writing: another run may have added its entry meanwhile
+        record = json.loads(path.read_text()) if path.exists() else {}
+        record.update({"benchmark": "active_learning", system + args.tag: entry,
+                       "mlipkit": mlipkit.__version__, "torch": torch.__version__,
                        "machine": platform.machine()})
         path.write_text(json.dumps(record) + "\n")
-    print(json.dumps(record))
+        print(json.dumps({system + args.tag: entry}))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class SelectConfig:
     lo: float = 0.05  # eV/Å: max force deviation above which a frame is uncertain
     hi: float = 0.5  # eV/Å: above it a trajectory has left the trust region
     per_round: int = 16  # structures labelled per round, at most
-    diversity: bool = True  # thin the band by farthest-point sampling of descriptors
+    diversity: bool = True  # weigh deviation by distance to earlier picks and training data
 
 
 @dataclass
