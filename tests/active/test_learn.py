@@ -198,3 +198,23 @@ def test_kill_9_resumes_without_repeating_finished_calls(tmp_path):
     # 16 training + 8 test labels; at most the call in flight at each kill repeated
     assert len(set(calls)) == 24 and len(calls) - 24 <= kills
     assert LabelStore(tmp_path / "run" / "labels.db").counts()["ok"] == 24
+
+
+def test_random_selection_draws_on_last_trusted_frames_when_nothing_was_sampled():
+    """Every trajectory stopped before its first sample: random selection
+    still has the explored frames to draw from, as the trust band does."""
+    from types import SimpleNamespace
+
+    from mlipkit.active.explore import Exploration
+    from mlipkit.active.loop import Learner
+
+    frames = rattled(bulk("Cu", "fcc", a=3.61, cubic=True), 3, 0.05)
+    result = Exploration(frames=frames, deviation=[0.4, 0.6, 0.5], temperature=[300.0] * 3,
+                         last_trusted=[0, 1, 2], trajectories=3, stopped=3)
+    assert len(result.samples) == 0
+    for strategy in ("random", "trust_band"):
+        select = SimpleNamespace(strategy=strategy, per_round=2, lo=0.05, hi=1.0,
+                                 diversity=False)
+        learner = SimpleNamespace(config=SimpleNamespace(select=select))
+        picks = Learner.select(learner, result, None, np.random.default_rng(0), None)
+        assert len(picks) == 2 and set(picks) <= {0, 1, 2}

@@ -199,14 +199,16 @@ class Learner:
     def select(self, result: Exploration, model, rng, calls_left: int | None) -> list[int]:
         """Indices of the frames to label: the last trusted frames of stopped
         trajectories first, then the trust band (thinned for diversity), or
-        for ``random`` a uniform draw of the samples; at most ``per_round``
-        and the calls left in the budget."""
+        for ``random`` a uniform draw of all explored frames (the last
+        trusted ones included: they may be all there is when every
+        trajectory stops early); at most ``per_round`` and the calls left in
+        the budget."""
         s = self.config.select
         count = s.per_round if calls_left is None else min(s.per_round, calls_left)
-        samples = result.samples
         if s.strategy == "random":
-            return sorted(rng.choice(samples, size=min(count, len(samples)),
-                                     replace=False).tolist())
+            pool = len(result.frames)
+            return sorted(rng.choice(pool, size=min(count, pool), replace=False).tolist())
+        samples = result.samples
         chosen = result.last_trusted[:count]
         band = samples[(np.asarray(result.deviation)[samples] >= s.lo)
                        & (np.asarray(result.deviation)[samples] <= s.hi)]
