@@ -215,9 +215,10 @@ class Learner:
         if len(chosen) < count and len(band):
             features = labelled = None
             if s.diversity:  # away from each other and from the training set
-                features, labelled = _structure_features(
-                    model, [from_atoms(result.frames[k]) for k in band],
-                    self.store.labelled(TRAINING_ORIGINS))
+                candidates = [from_atoms(result.frames[k]) for k in band]
+                rows = _structure_features(model, candidates +
+                                           self.store.labelled(TRAINING_ORIGINS))
+                features, labelled = rows[:len(band)], rows[len(band):]
             picks = trust_band(np.asarray(result.deviation)[band], s.lo, s.hi,
                                count - len(chosen), features, labelled)
             chosen += band[picks].tolist()
@@ -315,24 +316,17 @@ def _executor_kwargs(config: LearnConfig) -> dict:
     return kwargs
 
 
-def _structure_features(model, *groups: list[Batch]) -> list[np.ndarray | None]:
-    """Mean SOAP power spectrum of each structure's atoms (for diversity),
-    one array per group of structures (None for an empty group)."""
+def _structure_features(model, batches: list[Batch]) -> np.ndarray:
+    """Mean SOAP power spectrum of each structure's atoms (for diversity)."""
     from mlipkit.uncertainty.estimators import Environments
 
     caps = model.capabilities
     environments = Environments(list(caps.species), cutoff=caps.cutoff, n_radial=4, l_max=3)
-    out = []
-    for batches in groups:
-        if not batches:
-            out.append(None)
-            continue
-        vectors, _, n_atoms = environments.vectors(batches)
-        index = np.repeat(np.arange(len(n_atoms)), n_atoms)
-        sums = np.zeros((len(n_atoms), vectors.shape[1]))
-        np.add.at(sums, index, vectors)
-        out.append(sums / np.asarray(n_atoms)[:, None])
-    return out
+    vectors, _, n_atoms = environments.vectors(batches)
+    index = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    sums = np.zeros((len(n_atoms), vectors.shape[1]))
+    np.add.at(sums, index, vectors)
+    return sums / np.asarray(n_atoms)[:, None]
 
 
 def learn(config: LearnConfig, progress: bool = True) -> dict:

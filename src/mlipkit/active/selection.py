@@ -63,20 +63,18 @@ def weighted_farthest_point(scores: np.ndarray, features: np.ndarray, count: int
     _check_count(count)
     scores = np.asarray(scores, dtype=float)
     x = np.asarray(features, dtype=float).reshape(len(scores), -1)
-    distance = None
+    distance = np.full(len(x), np.inf)  # nothing picked or labelled: scores alone
     if labelled is not None and len(labelled):
         ref = np.asarray(labelled, dtype=float).reshape(len(labelled), -1)
         distance = np.linalg.norm(x[:, None] - ref[None], axis=-1).min(1)
     picks: list[int] = []
     for _ in range(min(count, len(x))):
-        gain = scores.copy() if distance is None else scores * distance
+        gain = scores * np.where(np.isinf(distance), 1.0, distance)
         gain[picks] = -np.inf
         best = int(np.argmax(gain))
-        if distance is not None and not distance[best] > 0:
+        if not distance[best] > 0:
             break  # the rest duplicates what is picked or labelled
         picks.append(best)
-        if distance is None:
-            distance = np.full(len(x), np.inf)
         distance = np.minimum(distance, np.linalg.norm(x - x[best], axis=1))
     return np.array(picks, dtype=int)
 
