@@ -7,29 +7,36 @@ independent oracle MD (ASE Langevin) at the exploration temperatures:
   (100) slab; 300–1,200 K;
 - ``ethanol``: GFN2-xTB (tblite) ethanol; 300–1,000 K.
 
-For each system `mlipkit learn` runs twice with the same seeds, model,
-exploration and budget (``--rounds`` rounds of ``--per-round`` labels, no
-early stop by the uncertain fraction): once selecting from the explored
-frames by the trust band on the committee's force deviation plus diversity
-(it stops early when no explored frame is left in the band), once drawing
-uniformly from the same kind of exploration. At equal test force RMSE (the
+For each system and seed `mlipkit learn` runs twice with the same model,
+exploration and seed labels (rounds of ``--per-round`` labels, no early
+stop by the uncertain fraction): once selecting from the explored frames by
+the trust band on the committee's force deviation plus diversity for
+``--rounds`` rounds (it stops early when no explored frame is left in the
+band), once drawing uniformly from the same kind of exploration for
+``--random-rounds`` rounds (default: twice as many, so that random selection
+can reach active learning's final error). At equal test force RMSE (the
 larger of the two runs' final ones, which both reach), the figure of merit
-is the oracle calls (training labels) active learning needs over those
+is the oracle calls (seed labels included) active learning needs over those
 random selection needs, each read off its learning curve between rounds
-(the aim is at most 0.5); both curves go in one plot.
+(the aim is at most 0.5). With several ``--seeds`` (run ``--jobs`` at a
+time, one thread each) the entry records every seed's ratio and their
+median; the plot shows every seed's curves and the per-round medians.
 
 Prints one JSON line; writes benchmarks/results/active_learning.json and
 benchmarks/results/active_learning_SYSTEM.png.
 
     python benchmarks/active_learning.py [--system cu|ethanol|both] [--rounds 6]
+        [--seeds 0 1 2 3 --jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import ase.io
@@ -44,7 +51,6 @@ import mlipkit
 from mlipkit.active.config import LearnConfig
 from mlipkit.active.loop import learn
 from mlipkit.active.oracles import Oracle
-from mlipkit.active.report import learning_curves
 
 ROOT = Path(__file__).resolve().parent
 
@@ -100,44 +106,37 @@ def calls_to_reach(history: list[dict], target: float) -> float | None:
     return None
 
 
-def run_system(system: str, args, output: Path) -> dict:
+def run_seed(system: str, args, seed: int) -> dict:
+    """Both strategies for one seed; each run's history and wall time."""
+    torch.set_num_threads(1)
     spec = SYSTEMS[system]
-    folder = output / (system + args.tag)
-    folder.mkdir(parents=True, exist_ok=True)
-    ase.io.write(folder / "starts.xyz", starts(system))
-    test_file = folder / "test.xyz"
-    if not test_file.exists():
-        ase.io.write(test_file, oracle_md(system, args.test_per_run, seed=99))
+    folder = args.output / (system + args.tag)
     histories = {}
-    for strategy in ("trust_band", "random"):
+    for strategy, rounds in (("trust_band", args.rounds), ("random", args.random_rounds)):
         config = LearnConfig.from_dict({
-            "structures": str(folder / "starts.xyz"), "test": str(test_file),
+            "structures": str(folder / "starts.xyz"), "test": str(folder / "test.xyz"),
             "oracle": spec["oracle"], "executor": {"kind": "inprocess"},
             "seed": {"rattle": args.rattle},
             "explore": {"temperatures": spec["temperatures"], "steps": args.steps,
                         "timestep": spec["timestep"], "sample_every": 10},
             "select": {"strategy": strategy, "per_round": args.per_round, "lo": args.lo,
                        "hi": args.hi},
-            "stop": {"max_rounds": args.rounds, "uncertain_fraction": 0.0},
-            "random_seed": args.seed,
+            "stop": {"max_rounds": rounds, "uncertain_fraction": 0.0},
+            "random_seed": seed,
             "model": spec["model"],
             "training": {"ensemble": args.members, "max_epochs": args.epochs,
                          "batch_size": 4, "lr": 3e-3, "warmup_epochs": 0,
-                         "early_stopping_patience": 40, "seed": args.seed},
-            "output": str(folder / strategy)})
+                         "early_stopping_patience": 40, "seed": seed},
+            "output": str(folder / f"seed{seed}" / strategy)})
         start = time.perf_counter()
         learn(config, progress=False)
-        history = json.loads((folder / strategy / "history.json").read_text())
+        history = json.loads((folder / f"seed{seed}" / strategy / "history.json").read_text())
         histories[strategy] = {"history": history, "wall_s": time.perf_counter() - start}
     active, random = histories["trust_band"]["history"], histories["random"]["history"]
     target = max(active[-1]["test_forces_rmse"], random[-1]["test_forces_rmse"])
     active_calls, random_calls = calls_to_reach(active, target), calls_to_reach(random, target)
-    learning_curves({"active (trust band + diversity)": histories["trust_band"]["history"],
-                     "random from the exploration": histories["random"]["history"]},
-                    ROOT / "results" / f"active_learning_{system}{args.tag}.png")
     return {
-        "test_structures": len(ase.io.read(test_file, ":")),
-        "target_forces_rmse": target, "active_calls_to_target": active_calls,
+        "seed": seed, "target_forces_rmse": target, "active_calls_to_target": active_calls,
         "random_calls_to_target": random_calls, "ratio": active_calls / random_calls,
         "curves": {s: [{k: h.get(k) for k in ("round", "oracle_calls", "test_forces_rmse",
                                               "uncertain_fraction", "stopped")}
@@ -146,10 +145,71 @@ def run_system(system: str, args, output: Path) -> dict:
     }
 
 
+def median_curve(curves: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-round medians of oracle calls and test force RMSE (meV/Å), over
+    the seeds that reached each round."""
+    rounds = max(len(c) for c in curves)
+    calls, rmse = [], []
+    for r in range(rounds):
+        points = [c[r] for c in curves if len(c) > r]
+        calls.append(np.median([p["oracle_calls"] for p in points]))
+        rmse.append(1000 * np.median([p["test_forces_rmse"] for p in points]))
+    return np.asarray(calls), np.asarray(rmse)
+
+
+def plot_seeds(per_seed: list[dict], path: Path) -> None:
+    """Every seed's learning curves (thin) and the per-round medians (bold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for strategy, label, color in (("trust_band", "active (trust band + diversity)", "C0"),
+                                   ("random", "random from the exploration", "C1")):
+        curves = [run["curves"][strategy] for run in per_seed]
+        for curve in curves:
+            ax.plot([h["oracle_calls"] for h in curve],
+                    [1000 * h["test_forces_rmse"] for h in curve], color=color, alpha=0.3, lw=0.8)
+        calls, rmse = median_curve(curves)
+        name = f"{label}, median of {len(curves)} seeds" if len(curves) > 1 else label
+        ax.plot(calls, rmse, color=color, marker="o", lw=2, label=name)
+    ax.set_xlabel("oracle calls (training data)")
+    ax.set_ylabel("test force RMSE (meV/Å)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_system(system: str, args) -> dict:
+    folder = args.output / (system + args.tag)
+    folder.mkdir(parents=True, exist_ok=True)
+    ase.io.write(folder / "starts.xyz", starts(system))
+    test_file = folder / "test.xyz"
+    if not test_file.exists():
+        ase.io.write(test_file, oracle_md(system, args.test_per_run, seed=99))
+    if args.jobs > 1 and len(args.seeds) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(args.jobs, len(args.seeds)), mp_context=context) as pool:
+            per_seed = list(pool.map(run_seed, [system] * len(args.seeds), [args] * len(
+                args.seeds), args.seeds))
+    else:
+        per_seed = [run_seed(system, args, seed) for seed in args.seeds]
+    plot_seeds(per_seed, ROOT / "results" / f"active_learning_{system}{args.tag}.png")
+    ratios = [run["ratio"] for run in per_seed]
+    return {"test_structures": len(ase.io.read(test_file, ":")), "ratios": ratios,
+            "ratio_median": float(np.median(ratios)), "per_seed": per_seed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", choices=("cu", "ethanol", "both"), default="both")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=6, help="active-learning rounds")
+    parser.add_argument("--random-rounds", type=int, default=None,
+                        help="random-selection rounds (default: twice --rounds)")
     parser.add_argument("--per-round", type=int, default=8)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--members", type=int, default=3)
@@ -158,24 +218,32 @@ def main() -> None:
     parser.add_argument("--hi", type=float, default=1.0)
     parser.add_argument("--test-per-run", type=int, default=10)
     parser.add_argument("--rattle", type=int, default=3, help="rattled seed copies per start")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds of the rattled copies, exploration, selection and training")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the rattled copies, exploration, selection and "
+                             "training; one replicate each")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="replicates run at once, in processes of one thread each")
     parser.add_argument("--tag", default="", help="suffix of the result keys and files")
     parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
     args = parser.parse_args()
+    if args.random_rounds is None:
+        args.random_rounds = 2 * args.rounds
     path = ROOT / "results" / "active_learning.json"
     settings = {k: v for k, v in vars(args).items() if k not in ("system", "output", "tag")}
     for system in (("cu", "ethanol") if args.system == "both" else (args.system,)):
+        start = time.strftime("%Y-%m-%d")
+        result = run_system(system, args)
         # threads and date per entry: the runs of one file differ in both
-        entry = {"settings": settings, "threads": torch.get_num_threads(),
-                 "date": time.strftime("%Y-%m-%d"), **run_system(system, args, args.output)}
+        entry = {"settings": settings, "threads": 1,
+                 "date": start, **result}
         # read just before writing: another run may have added its entry meanwhile
         record = json.loads(path.read_text()) if path.exists() else {}
         record.update({"benchmark": "active_learning", system + args.tag: entry,
                        "mlipkit": mlipkit.__version__, "torch": torch.__version__,
                        "machine": platform.machine()})
         path.write_text(json.dumps(record) + "\n")
-        print(json.dumps({system + args.tag: entry}))
+        print(json.dumps({system + args.tag: {k: v for k, v in entry.items()
+                                               if k != "per_seed"}}))
 
 
 if __name__ == "__main__":
