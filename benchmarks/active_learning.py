@@ -222,7 +222,7 @@ def main() -> None:
                         help="seeds of the rattled copies, exploration, selection and "
                              "training; one replicate each")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="replicates run at once, in processes of one thread each")
+                        help="replicates run at once, in processes; each runs on one thread")
     parser.add_argument("--tag", default="", help="suffix of the result keys and files")
     parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
     args = parser.parse_args()
@@ -231,11 +231,10 @@ def main() -> None:
     path = ROOT / "results" / "active_learning.json"
     settings = {k: v for k, v in vars(args).items() if k not in ("system", "output", "tag")}
     for system in (("cu", "ethanol") if args.system == "both" else (args.system,)):
-        start = time.strftime("%Y-%m-%d")
+        date = time.strftime("%Y-%m-%d")
         result = run_system(system, args)
         # threads and date per entry: the runs of one file differ in both
-        entry = {"settings": settings, "threads": 1,
-                 "date": start, **result}
+        entry = {"settings": settings, "threads": 1, "date": date, **result}
         # read just before writing: another run may have added its entry meanwhile
         record = json.loads(path.read_text()) if path.exists() else {}
         record.update({"benchmark": "active_learning", system + args.tag: entry,
