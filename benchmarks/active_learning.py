@@ -35,6 +35,7 @@ import argparse
 import json
 import multiprocessing
 import platform
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -191,6 +192,14 @@ def run_system(system: str, args) -> dict:
     test_file = folder / "test.xyz"
     if not test_file.exists():
         ase.io.write(test_file, oracle_md(system, args.test_per_run, seed=99))
+    if args.random_from:  # finished random runs of another entry: learn() finds them done
+        for seed in args.seeds:
+            source = args.output / (system + args.random_from) / f"seed{seed}" / "random"
+            if not (source / "history.json").exists():
+                raise SystemExit(f"--random-from: no finished random run in {source}")
+            target = folder / f"seed{seed}" / "random"
+            if not target.exists():
+                shutil.copytree(source, target)
     if args.jobs > 1 and len(args.seeds) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(args.jobs, len(args.seeds)), mp_context=context) as pool:
@@ -224,6 +233,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="replicates run at once, in processes; each runs on one thread")
     parser.add_argument("--tag", default="", help="suffix of the result keys and files")
+    parser.add_argument("--random-from", default="", metavar="TAG",
+                        help="reuse the random-selection runs of the entry with this tag "
+                             "(same system, seeds and test set) instead of running them; "
+                             "its settings, not these, describe them")
     parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
     args = parser.parse_args()
     if args.random_rounds is None:
