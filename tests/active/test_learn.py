@@ -27,8 +27,10 @@ from mlipkit.active.loop import learn
 from mlipkit.active.oracles import structure_hash
 from mlipkit.active.store import LabelStore
 from mlipkit.cli import main
+from mlipkit.data import from_atoms
 from mlipkit.errors import InvalidConfig, OracleFailures
 from mlipkit.models.ensemble import EnsemblePotential
+from mlipkit.training.metrics import predict
 from tests.conftest import rattled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +122,15 @@ def test_exploration_stops_trajectories_that_leave_the_trust_region(finished):
         assert any(np.allclose(frame.positions[:2], h, rtol=0, atol=1e-9) for h in held)
     above = sum(tight.deviation[k] > hi * 0.999 for k in tight.samples)
     assert tight.uncertain_fraction(hi * 0.999) == (above + tight.lost) / 24
+    # max and root mean square over the atoms of the committee's force spread, by the
+    # definition, from a fresh prediction of the frames (last trusted ones included)
+    pred = predict(model, [from_atoms(a) for a in tight.frames])
+    norms = np.linalg.norm(pred["forces_std"], axis=1)
+    split = np.cumsum(pred["n_atoms"])[:-1]
+    per_frame = np.split(norms, split)
+    np.testing.assert_allclose(tight.deviation, [n.max() for n in per_frame], rtol=1e-5)
+    np.testing.assert_allclose(tight.spread, [np.sqrt(np.mean(n**2)) for n in per_frame],
+                               rtol=1e-5)
 
 
 def test_bad_configs_name_the_key(tmp_path):
@@ -164,6 +175,7 @@ def test_a_failing_oracle_stops_the_run_and_keeps_its_labels(tmp_path, capsys):
 _LEARN = """
 import sys
 from mlipkit.cli import main
+from mlipkit.data import from_atoms
 sys.exit(main(["--quiet", "learn", sys.argv[1]]))
 """
 
@@ -218,3 +230,22 @@ def test_random_selection_draws_on_last_trusted_frames_when_nothing_was_sampled(
         learner = SimpleNamespace(config=SimpleNamespace(select=select))
         picks = Learner.select(learner, result, None, np.random.default_rng(0), None)
         assert len(picks) == 2 and set(picks) <= {0, 1, 2}
+
+
+def test_the_band_is_on_the_max_deviation_and_ranked_by_the_chosen_measure():
+    from types import SimpleNamespace
+
+    from mlipkit.active.explore import Exploration
+    from mlipkit.active.loop import Learner
+
+    frames = rattled(bulk("Cu", "fcc", a=3.61, cubic=True), 4, 0.05)
+    # frame 3 has the largest spread but a max deviation above the band
+    result = Exploration(frames=frames, deviation=[0.4, 0.6, 0.5, 1.5],
+                         spread=[0.05, 0.02, 0.04, 0.3], temperature=[300.0] * 4)
+    picks = {}
+    for rank_by in ("max", "rms"):
+        select = SimpleNamespace(strategy="trust_band", per_round=2, lo=0.05, hi=1.0,
+                                 diversity=False, rank_by=rank_by)
+        learner = SimpleNamespace(config=SimpleNamespace(select=select))
+        picks[rank_by] = Learner.select(learner, result, None, np.random.default_rng(0), None)
+    assert picks == {"max": [1, 2], "rms": [0, 2]}

@@ -32,6 +32,11 @@ def test_max_uncertainty_and_trust_band():
     picks = trust_band(np.array([0.5, 0.6, 0.55]), 0.0, 1.0, 2,
                        features=np.array([[0.0], [0.01], [4.0]]))
     assert picks.tolist() == [1, 2]  # the most uncertain, then the one far from it
+    # another measure orders the band; the scores still decide who is in it
+    ranking = np.array([9.0, 0.1, 0.3, 9.0, 0.2, 9.0])
+    assert trust_band(scores, 0.2, 1.0, 5, ranking=ranking).tolist() == [2, 4, 1]
+    assert trust_band(scores, 0.2, 1.0, 1, features=features, labelled=np.array([[4.0]]),
+                      ranking=ranking).tolist() == [4]  # 0.2 x 4.0 beats 0.3 x 1.01
     with pytest.raises(ValueError):
         trust_band(scores, 1.0, 0.5, 2)
 

@@ -29,6 +29,7 @@ from mlipkit.training.config import (
 
 EXECUTOR_KINDS = ("inprocess", "processes", "dask")
 STRATEGIES = ("trust_band", "random")
+RANKINGS = ("max", "rms")
 PATH_KEYS = ("structures", "test")  # top-level keys holding file paths
 # the training defaults of a round (a config's training section goes over them)
 TRAINING = {"ensemble": 4, "max_epochs": 300, "warmup_epochs": 2, "early_stopping_patience": 50}
@@ -73,6 +74,7 @@ class SelectConfig:
     lo: float = 0.05  # eV/Å: max force deviation above which a frame is uncertain
     hi: float = 0.5  # eV/Å: above it a trajectory has left the trust region
     per_round: int = 16  # structures labelled per round, at most
+    rank_by: str = "max"  # order the band by the max or the rms (over atoms) force deviation
     diversity: bool = True  # weigh deviation by distance to earlier picks and training data
 
 
@@ -148,6 +150,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("select.strategy", lambda v: v in STRATEGIES, f"must be one of {STRATEGIES}"),
     ("select.lo", lambda v: v >= 0, "must be >= 0"),
     ("select.per_round", lambda v: v >= 1, "must be >= 1"),
+    ("select.rank_by", lambda v: v in RANKINGS, f"must be one of {RANKINGS}"),
     ("stop.max_rounds", lambda v: v >= 1, "must be >= 1"),
     ("stop.uncertain_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     ("stop.max_oracle_calls", lambda v: v >= 1, "must be >= 1 or null"),

@@ -6,7 +6,8 @@ Each step the largest atomic force deviation of each replica is checked:
 a replica above ``hi`` has left the trust region and is stopped there; its
 last frame inside the region (one step earlier) is kept as a candidate, as
 are its samples until then. Every ``sample_every`` steps the running
-replicas' frames become candidates, with their deviation.
+replicas' frames become candidates, with their deviation (largest over
+the atoms) and spread (root mean square over the atoms).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from mlipkit.units import GPa
 
 @dataclass
 class Exploration:
-    """Candidate ``frames`` with their max atomic force ``deviation`` (eV/Å)
-    and ``temperature`` (K); ``last_trusted`` indexes the frames that are a
+    """Candidate ``frames`` with their max atomic force ``deviation`` (eV/Å),
+    its root mean square over the atoms (``spread``, eV/Å) and ``temperature``
+    (K); ``last_trusted`` indexes the frames that are a
     stopped trajectory's last one inside the trust region (not samples);
     ``stopped`` counts trajectories that left the trust region,
     ``trajectories`` all of them, ``lost`` the samples the stopped ones did
@@ -35,6 +37,7 @@ class Exploration:
 
     frames: list[Atoms] = field(default_factory=list)
     deviation: list[float] = field(default_factory=list)
+    spread: list[float] = field(default_factory=list)
     temperature: list[float] = field(default_factory=list)
     last_trusted: list[int] = field(default_factory=list)
     trajectories: int = 0
@@ -55,16 +58,18 @@ class Exploration:
         return (int((values > lo).sum()) + self.lost) / total if total else 1.0
 
 
-def _max_deviation(state) -> torch.Tensor:
+def _deviations(state) -> tuple[torch.Tensor, torch.Tensor]:
     """[B] the largest |σ_F| over each replica's atoms (the committee's
-    force deviation sqrt(mean_k |F_k − F̄|²) for an uncalibrated ensemble)."""
+    force deviation sqrt(mean_k |F_k − F̄|²) for an uncalibrated ensemble),
+    and [B] its root mean square over the atoms."""
     std = state.outputs.get("forces_std")
     if std is None:
         raise ValueError("exploration needs a committee (a potential that predicts forces_std)")
     values = torch.linalg.vector_norm(std.detach(), dim=-1)
     bad = ~torch.isfinite(state.forces).all(-1) | ~torch.isfinite(state.positions).all(-1)
     values = values.masked_fill(bad, float("inf"))
-    return state.replica_max(values)
+    atoms = state.per_replica(torch.ones_like(values))
+    return state.replica_max(values), (state.per_replica(values.square()) / atoms).sqrt()
 
 
 def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: float,
@@ -82,25 +87,27 @@ def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: floa
                               device=model.device)
         integrator = _integrator(temperature, friction, pressure, run_seed)
         state = integrator.init(forcefield.evaluate(state))
-        deviation = _max_deviation(state)
+        deviation, spread = _deviations(state)
         alive = len(replicas)
         label = f"exploring {temperature:g} K"
         for step in tqdm(range(1, steps + 1), desc=label, disable=not progress, unit="step"):
-            previous, trusted = state, deviation
+            previous, trusted, trusted_spread = state, deviation, spread
             state = integrator.step(state, forcefield, timestep)
-            deviation = _max_deviation(state)
+            deviation, spread = _deviations(state)
             out = [k for k in range(alive) if not float(deviation[k]) <= hi]
             sample = step % sample_every == 0
             if sample:
                 for k, atoms in enumerate(state.to_atoms()):
                     if k not in out:
-                        _keep(result, atoms, float(deviation[k]), temperature)
+                        _keep(result, atoms, float(deviation[k]), float(spread[k]),
+                              temperature)
             if out:  # these left the trust region: stop them, go on with the rest
                 before = previous.to_atoms()
                 for k in out:
                     if float(trusted[k]) <= hi:  # not a start already outside
                         result.last_trusted.append(len(result.frames))
-                        _keep(result, before[k], float(trusted[k]), temperature)
+                        _keep(result, before[k], float(trusted[k]),
+                              float(trusted_spread[k]), temperature)
                 result.stopped += len(out)
                 result.lost += len(out) * (steps // sample_every - step // sample_every + sample)
                 keep = [k for k in range(alive) if k not in out]
@@ -108,14 +115,16 @@ def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: floa
                 if not alive:
                     break
                 state = forcefield.evaluate(state.select(keep))
-                deviation = _max_deviation(state)
+                deviation, spread = _deviations(state)
     return result
 
 
-def _keep(result: Exploration, atoms: Atoms, deviation: float, temperature: float) -> None:
+def _keep(result: Exploration, atoms: Atoms, deviation: float, spread: float,
+          temperature: float) -> None:
     atoms = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     result.frames.append(atoms)
     result.deviation.append(deviation)
+    result.spread.append(spread)
     result.temperature.append(float(temperature))
 
 

@@ -202,7 +202,9 @@ class Learner:
         for ``random`` a uniform draw of all explored frames (the last
         trusted ones included: they may be all there is when every
         trajectory stops early); at most ``per_round`` and the calls left in
-        the budget."""
+        the budget. The band is on the max atomic force deviation; it is
+        ordered by that or, with ``rank_by: rms``, by the deviation's root
+        mean square over the atoms."""
         s = self.config.select
         count = s.per_round if calls_left is None else min(s.per_round, calls_left)
         if s.strategy == "random":
@@ -219,8 +221,9 @@ class Learner:
                 rows = _structure_features(model, candidates +
                                            self.store.labelled(TRAINING_ORIGINS))
                 features, labelled = rows[:len(band)], rows[len(band):]
+            ranking = np.asarray(result.spread if s.rank_by == "rms" else result.deviation)
             picks = trust_band(np.asarray(result.deviation)[band], s.lo, s.hi,
-                               count - len(chosen), features, labelled)
+                               count - len(chosen), features, labelled, ranking[band])
             chosen += band[picks].tolist()
         return chosen
 

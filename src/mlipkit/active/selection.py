@@ -4,8 +4,9 @@ Every strategy returns indices into the candidate list, best first:
 
 - :func:`max_uncertainty`: the highest scores;
 - :func:`trust_band`: scores in [lo, hi] (above hi the structures are
-  likely unphysical and are skipped), most uncertain first, optionally
-  thinned for diversity by :func:`weighted_farthest_point`;
+  likely unphysical and are skipped), most uncertain first (or ordered by
+  another measure), optionally thinned for diversity by
+  :func:`weighted_farthest_point`;
 - :func:`d_optimal`: greedy maximisation of log det(A + Σ x xᵀ) over the
   candidates' feature rows (e.g. linear-model design rows), which picks the
   structures that shrink the posterior volume most;
@@ -37,20 +38,24 @@ def max_uncertainty(scores: np.ndarray, count: int) -> np.ndarray:
 
 def trust_band(scores: np.ndarray, lo: float, hi: float, count: int,
                features: np.ndarray | None = None,
-               labelled: np.ndarray | None = None) -> np.ndarray:
+               labelled: np.ndarray | None = None,
+               ranking: np.ndarray | None = None) -> np.ndarray:
     """Up to ``count`` candidates with lo ≤ score ≤ hi. Without ``features``
     the most uncertain come first; with them (one row per candidate) the
     band is thinned by :func:`weighted_farthest_point`, which also keeps
-    away from the ``labelled`` rows (the training set) when given."""
+    away from the ``labelled`` rows (the training set) when given.
+    ``ranking`` (one value per candidate) orders and weighs the band instead
+    of the scores, which then only decide who is in it."""
     _check_count(count)
     if not lo <= hi:
         raise ValueError(f"need lo <= hi, got [{lo}, {hi}]")
     scores = np.asarray(scores, dtype=float)
+    ranking = scores if ranking is None else np.asarray(ranking, dtype=float)
     band = np.nonzero((scores >= lo) & (scores <= hi))[0]
-    band = band[np.argsort(-scores[band], kind="stable")]
+    band = band[np.argsort(-ranking[band], kind="stable")]
     if features is None or (len(band) <= count and labelled is None):
         return band[:count]
-    return band[weighted_farthest_point(scores[band], np.asarray(features)[band], count,
+    return band[weighted_farthest_point(ranking[band], np.asarray(features)[band], count,
                                         labelled)]
 
 
