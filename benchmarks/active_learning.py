@@ -121,7 +121,7 @@ def run_seed(system: str, args, seed: int) -> dict:
             "explore": {"temperatures": spec["temperatures"], "steps": args.steps,
                         "timestep": spec["timestep"], "sample_every": 10},
             "select": {"strategy": strategy, "per_round": args.per_round, "lo": args.lo,
-                       "hi": args.hi},
+                       "hi": args.hi, "rank_by": args.rank_by},
             "stop": {"max_rounds": rounds, "uncertain_fraction": 0.0},
             "random_seed": seed,
             "model": spec["model"],
@@ -225,6 +225,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--lo", type=float, default=0.02)
     parser.add_argument("--hi", type=float, default=1.0)
+    parser.add_argument("--rank-by", choices=("max", "rms"), default="max",
+                        help="order the band by the max or the rms force deviation")
     parser.add_argument("--test-per-run", type=int, default=10)
     parser.add_argument("--rattle", type=int, default=3, help="rattled seed copies per start")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
