@@ -32,6 +32,7 @@ benchmarks/results/active_learning_SYSTEM.png.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import multiprocessing
 import platform
@@ -197,6 +198,8 @@ def run_system(system: str, args) -> dict:
             source = args.output / (system + args.random_from) / f"seed{seed}" / "random"
             if not (source / "history.json").exists():
                 raise SystemExit(f"--random-from: no finished random run in {source}")
+            if not filecmp.cmp(source.parents[1] / "test.xyz", test_file, shallow=False):
+                raise SystemExit(f"--random-from: {source.parents[1]} has another test set")
             target = folder / f"seed{seed}" / "random"
             if not target.exists():
                 shutil.copytree(source, target)

@@ -175,7 +175,6 @@ def test_a_failing_oracle_stops_the_run_and_keeps_its_labels(tmp_path, capsys):
 _LEARN = """
 import sys
 from mlipkit.cli import main
-from mlipkit.data import from_atoms
 sys.exit(main(["--quiet", "learn", sys.argv[1]]))
 """
 

@@ -35,8 +35,9 @@ def test_max_uncertainty_and_trust_band():
     # another measure orders the band; the scores still decide who is in it
     ranking = np.array([9.0, 0.1, 0.3, 9.0, 0.2, 9.0])
     assert trust_band(scores, 0.2, 1.0, 5, ranking=ranking).tolist() == [2, 4, 1]
-    assert trust_band(scores, 0.2, 1.0, 1, features=features, labelled=np.array([[4.0]]),
-                      ranking=ranking).tolist() == [4]  # 0.2 x 4.0 beats 0.3 x 1.01
+    # and weighs the diversity: 2 (0.3) first, then 4 (0.2 x 5.01) beats 1 (0.1 x 0.01);
+    # weighed by the scores, 1 (0.9) would come first
+    assert trust_band(scores, 0.2, 1.0, 2, features=features, ranking=ranking).tolist() == [2, 4]
     with pytest.raises(ValueError):
         trust_band(scores, 1.0, 0.5, 2)
 

@@ -68,7 +68,7 @@ def _deviations(state) -> tuple[torch.Tensor, torch.Tensor]:
     values = torch.linalg.vector_norm(std.detach(), dim=-1)
     bad = ~torch.isfinite(state.forces).all(-1) | ~torch.isfinite(state.positions).all(-1)
     values = values.masked_fill(bad, float("inf"))
-    atoms = state.per_replica(torch.ones_like(values))
+    atoms = state.batch.n_atoms.to(values.dtype)
     return state.replica_max(values), (state.per_replica(values.square()) / atoms).sqrt()
 
 

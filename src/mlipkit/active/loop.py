@@ -186,6 +186,7 @@ class Learner:
                  "stopped": result.stopped,
                  "uncertain_fraction": result.uncertain_fraction(c.select.lo),
                  "selected": len(chosen), "deviation": [round(d, 5) for d in result.deviation],
+                 "spread": [round(d, 5) for d in result.spread],
                  "temperature": result.temperature}
         _write_json(done, stats)
         return stats
@@ -257,7 +258,7 @@ class Learner:
                 if stop is None:
                     stats = self.explore_and_select(r, model)
                     entry.update({k: v for k, v in stats.items()
-                                  if k not in ("deviation", "temperature")})
+                                  if k not in ("deviation", "spread", "temperature")})
                     if stats["uncertain_fraction"] < c.stop.uncertain_fraction:
                         stop = (f"converged: {stats['uncertain_fraction']:.1%} of explored "
                                 f"frames uncertain (< {c.stop.uncertain_fraction:.1%})")
