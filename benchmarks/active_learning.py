@@ -20,7 +20,10 @@ is the oracle calls (seed labels included) active learning needs over those
 random selection needs, each read off its learning curve between rounds
 (the aim is at most 0.5). With several ``--seeds`` (run ``--jobs`` at a
 time, one thread each) the entry records every seed's ratio and their
-median; the plot shows every seed's curves and the per-round medians.
+median, the per-round median curves and the ratios read on those (at the
+larger final error and at levels a factor sqrt(2) above it); the plot shows
+every seed's curves and the median curves. ``--summarise`` recomputes the
+median-curve figures of the recorded entries without running anything.
 
 Prints one JSON line; writes benchmarks/results/active_learning.json and
 benchmarks/results/active_learning_SYSTEM.png.
@@ -159,6 +162,34 @@ def median_curve(curves: list[list[dict]]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(calls), np.asarray(rmse)
 
 
+def median_curve_ratios(per_seed: list[dict]) -> dict:
+    """The per-round median curves and the calls ratios read on them: at the
+    larger of their final errors, and at levels a factor sqrt(2) apart from
+    there up to the error after the seed labels."""
+    curves, medians = {}, {}
+    for strategy in ("trust_band", "random"):
+        calls, rmse = median_curve([run["curves"][strategy] for run in per_seed])
+        curves[strategy] = [{"oracle_calls": c, "test_forces_rmse": r}
+                            for c, r in zip(calls, rmse)]
+        medians[strategy] = {"oracle_calls": [float(c) for c in calls],
+                             "test_forces_rmse_meV": [round(float(r), 2) for r in rmse]}
+    active, random = curves["trust_band"], curves["random"]
+    target = max(active[-1]["test_forces_rmse"], random[-1]["test_forces_rmse"])
+    start = min(active[0]["test_forces_rmse"], random[0]["test_forces_rmse"])
+    levels = []
+    level = target
+    while level < start:
+        active_calls, random_calls = calls_to_reach(active, level), calls_to_reach(random, level)
+        levels.append({"forces_rmse_meV": round(float(level), 2),
+                       "active_calls": round(float(active_calls), 1),
+                       "random_calls": round(float(random_calls), 1),
+                       "ratio": round(float(active_calls / random_calls), 3)})
+        level *= 2**0.5
+    return {"median_curves": medians,
+            "ratio_median_curves": levels[0]["ratio"] if levels else None,
+            "median_curve_levels": levels}
+
+
 def plot_seeds(per_seed: list[dict], path: Path) -> None:
     """Every seed's learning curves (thin) and the per-round medians (bold)."""
     import matplotlib
@@ -213,7 +244,8 @@ def run_system(system: str, args) -> dict:
     plot_seeds(per_seed, ROOT / "results" / f"active_learning_{system}{args.tag}.png")
     ratios = [run["ratio"] for run in per_seed]
     return {"test_structures": len(ase.io.read(test_file, ":")), "ratios": ratios,
-            "ratio_median": float(np.median(ratios)), "per_seed": per_seed}
+            "ratio_median": float(np.median(ratios)), **median_curve_ratios(per_seed),
+            "per_seed": per_seed}
 
 
 def main() -> None:
@@ -243,10 +275,23 @@ def main() -> None:
                              "(same system, seeds and test set) instead of running them; "
                              "its settings, not these, describe them")
     parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
+    parser.add_argument("--summarise", action="store_true",
+                        help="recompute the median-curve ratios of every recorded "
+                             "multi-seed entry from its stored curves, and run nothing")
     args = parser.parse_args()
+    path = ROOT / "results" / "active_learning.json"
+    if args.summarise:
+        record = json.loads(path.read_text())
+        for key, entry in record.items():
+            if isinstance(entry, dict) and "per_seed" in entry:
+                entry.update(median_curve_ratios(entry["per_seed"]))
+                print(key, entry["ratio_median_curves"], [
+                    (level["forces_rmse_meV"], level["ratio"])
+                    for level in entry["median_curve_levels"]])
+        path.write_text(json.dumps(record) + "\n")
+        return
     if args.random_rounds is None:
         args.random_rounds = 2 * args.rounds
-    path = ROOT / "results" / "active_learning.json"
     settings = {k: v for k, v in vars(args).items() if k not in ("system", "output", "tag")}
     for system in (("cu", "ethanol") if args.system == "both" else (args.system,)):
         date = time.strftime("%Y-%m-%d")
