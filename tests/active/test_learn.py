@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import ase.io
 import numpy as np
@@ -22,8 +23,8 @@ from ase.constraints import FixAtoms
 
 import mlipkit
 from mlipkit.active.config import LearnConfig, load_learn_config
-from mlipkit.active.explore import explore
-from mlipkit.active.loop import learn
+from mlipkit.active.explore import Exploration, explore
+from mlipkit.active.loop import Learner, learn
 from mlipkit.active.oracles import structure_hash
 from mlipkit.active.store import LabelStore
 from mlipkit.cli import main
@@ -211,40 +212,32 @@ def test_kill_9_resumes_without_repeating_finished_calls(tmp_path):
     assert LabelStore(tmp_path / "run" / "labels.db").counts()["ok"] == 24
 
 
+def _select(result: Exploration, **select) -> list[int]:
+    """Learner.select on a stand-in learner, of which it reads only the
+    selection settings: two picks, band 0.05–1 eV/Å, no diversity."""
+    options = {"per_round": 2, "lo": 0.05, "hi": 1.0, "diversity": False, "rank_by": "max",
+               **select}
+    learner = SimpleNamespace(config=SimpleNamespace(select=SimpleNamespace(**options)))
+    return Learner.select(learner, result, None, np.random.default_rng(0), None)
+
+
 def test_random_selection_draws_on_last_trusted_frames_when_nothing_was_sampled():
     """Every trajectory stopped before its first sample: random selection
     still has the explored frames to draw from, as the trust band does."""
-    from types import SimpleNamespace
-
-    from mlipkit.active.explore import Exploration
-    from mlipkit.active.loop import Learner
-
     frames = rattled(bulk("Cu", "fcc", a=3.61, cubic=True), 3, 0.05)
     result = Exploration(frames=frames, deviation=[0.4, 0.6, 0.5], temperature=[300.0] * 3,
                          last_trusted=[0, 1, 2], trajectories=3, stopped=3)
     assert len(result.samples) == 0
     for strategy in ("random", "trust_band"):
-        select = SimpleNamespace(strategy=strategy, per_round=2, lo=0.05, hi=1.0,
-                                 diversity=False)
-        learner = SimpleNamespace(config=SimpleNamespace(select=select))
-        picks = Learner.select(learner, result, None, np.random.default_rng(0), None)
+        picks = _select(result, strategy=strategy)
         assert len(picks) == 2 and set(picks) <= {0, 1, 2}
 
 
 def test_the_band_is_on_the_max_deviation_and_ranked_by_the_chosen_measure():
-    from types import SimpleNamespace
-
-    from mlipkit.active.explore import Exploration
-    from mlipkit.active.loop import Learner
-
     frames = rattled(bulk("Cu", "fcc", a=3.61, cubic=True), 4, 0.05)
     # frame 3 has the largest spread but a max deviation above the band
     result = Exploration(frames=frames, deviation=[0.4, 0.6, 0.5, 1.5],
                          spread=[0.05, 0.02, 0.04, 0.3], temperature=[300.0] * 4)
-    picks = {}
-    for rank_by in ("max", "rms"):
-        select = SimpleNamespace(strategy="trust_band", per_round=2, lo=0.05, hi=1.0,
-                                 diversity=False, rank_by=rank_by)
-        learner = SimpleNamespace(config=SimpleNamespace(select=select))
-        picks[rank_by] = Learner.select(learner, result, None, np.random.default_rng(0), None)
+    picks = {rank_by: _select(result, strategy="trust_band", rank_by=rank_by)
+             for rank_by in ("max", "rms")}
     assert picks == {"max": [1, 2], "rms": [0, 2]}
