@@ -120,7 +120,8 @@ def run_seed(system: str, args, seed: int) -> dict:
     for strategy, rounds in (("trust_band", args.rounds), ("random", args.random_rounds)):
         config = LearnConfig.from_dict({
             "structures": str(folder / "starts.xyz"), "test": str(folder / "test.xyz"),
-            "oracle": spec["oracle"], "executor": {"kind": "inprocess"},
+            "oracle": spec["oracle"],
+            "executor": {"kind": "inprocess", "max_failed_fraction": args.max_failed_fraction},
             "seed": {"rattle": args.rattle},
             "explore": {"temperatures": spec["temperatures"], "steps": args.steps,
                         "timestep": spec["timestep"], "sample_every": 10},
@@ -262,6 +263,9 @@ def main() -> None:
     parser.add_argument("--hi", type=float, default=1.0)
     parser.add_argument("--rank-by", choices=("max", "rms"), default="max",
                         help="order the band by the max or the rms force deviation")
+    parser.add_argument("--max-failed-fraction", type=float, default=0.05,
+                        help="stop a run when more than this fraction of a round's labels "
+                             "fail for good (one of a round of 4 is 0.25)")
     parser.add_argument("--test-per-run", type=int, default=10)
     parser.add_argument("--rattle", type=int, default=3, help="rattled seed copies per start")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],

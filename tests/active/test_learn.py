@@ -159,7 +159,9 @@ def test_a_failing_oracle_stops_the_run_and_keeps_its_labels(tmp_path, capsys):
     path = _config(tmp_path, oracle=oracle, test=None)
     code = main(["--quiet", "learn", str(path), "executor.max_attempts=2"])
     assert code == 2
-    assert "2 of 10 structures of round 0 failed 2 times" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2 of 10 structures of round 0 failed 2 times" in err
+    assert "executor.max_failed_fraction" in err
     report = json.loads((tmp_path / "run" / "failures_round_0.json").read_text())
     assert len(report) == 2 and "crashed" in report[0]["error"]
     assert LabelStore(tmp_path / "run" / "labels.db").counts() == \
@@ -171,6 +173,23 @@ def test_a_failing_oracle_stops_the_run_and_keeps_its_labels(tmp_path, capsys):
     # with the oracle fixed, the same command goes on from the stored labels
     fixed = load_learn_config(path, ["oracle.kwargs.behaviour={}", "stop.max_rounds=1"])
     assert learn(fixed, progress=False)["oracle_calls"] == 8 + 2 * 5  # every call counted
+
+
+def test_failures_up_to_the_allowed_fraction_are_left_out_and_the_run_goes_on(tmp_path):
+    cells = ase.io.read(_files(tmp_path)[0], ":")
+    from mlipkit.active.loop import seed_structures
+
+    seeds = seed_structures(cells, 4, 0.05, 0.02, 0)
+    oracle = {"calculator": "tests.active.faulty:Faulty",
+              "kwargs": {"behaviour": {structure_hash(seeds[3]): "raise"},  # 1 of 10
+                         "marker_dir": str(tmp_path)}}
+    config = load_learn_config(_config(tmp_path, oracle=oracle, test=None),
+                               ["executor.max_attempts=1", "executor.max_failed_fraction=0.1",
+                                "stop.max_rounds=1"])
+    last = learn(config, progress=False)
+    assert last["stop"] == "1 rounds done"
+    assert last["oracle_calls"] == 10 and last["labels"] == 9  # the failed call is paid for
+    assert len(ase.io.read(tmp_path / "run" / "rounds" / "round_000" / "train.xyz", ":")) == 9
 
 
 _LEARN = """

@@ -126,7 +126,8 @@ class Learner:
                 f"{ex.max_attempts} times (more than {ex.max_failed_fraction:.0%}); nothing was "
                 f"trained on them. First error: {given_up[0]['error'].splitlines()[0]}. "
                 f"All errors: {report}. Fix the oracle, then run the same command again: "
-                "each run gives failed structures their attempts anew.")
+                "each run gives failed structures their attempts anew. If the oracle cannot "
+                "label such structures at all, raise executor.max_failed_fraction instead.")
 
     # -- one round -----------------------------------------------------------
     def train_round(self, r: int) -> Path:
