@@ -4,7 +4,8 @@
   on training data, one point per round (curves of several runs, e.g.
   active against random selection, with :func:`learning_curves`);
 - ``uncertainty.png``: per round, the distribution of the committee's max
-  force deviation over the explored frames, with the trust band.
+  force deviation over the explored frames (log bins, rounds coloured in
+  order), with the trust band.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps as cmaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _figure(size=(5.0, 4.0)):
@@ -52,24 +57,34 @@ def learning_curves(runs: dict[str, list[dict]], path: Path) -> Path | None:
 
 
 def uncertainty_histograms(run: Path, lo: float, hi: float, path: Path) -> Path | None:
-    """Max-force-deviation histograms of the explored frames, one per round."""
+    """Max-force-deviation histograms of the explored frames, one per round.
+
+    Bins are log-spaced, since deviations span decades (meV/Å for a metal
+    near its training data, eV/Å for a molecule far from it); rounds are
+    coloured in order with a colour bar, so that any number stays readable.
+    """
     rounds = sorted((run / "rounds").glob("round_*/exploration.json"))
-    if not rounds:
+    data = [(int(p.parent.name.removeprefix("round_")),
+             np.asarray(json.loads(p.read_text())["deviation"], dtype=float)) for p in rounds]
+    data = [(r, d[d > 0]) for r, d in data if np.any(d > 0)]
+    if not data:
         return None
-    data = [(p.parent.name.removeprefix("round_"), json.loads(p.read_text())["deviation"])
-            for p in rounds]
-    values = np.concatenate([d for _, d in data if d] or [[lo, hi]])
-    top = max(float(np.max(values)), hi) * 1.05
-    bins = np.linspace(0.0, top, 40)
+    values = np.concatenate([d for _, d in data])
+    bins = np.geomspace(min(values.min(), lo) / 1.2, max(values.max(), hi) * 1.2, 50)
+    first, last = data[0][0], data[-1][0]
+    norm = Normalize(first, max(last, first + 1))
     fig, ax = _figure((5.5, 4.0))
-    for name, deviation in data:
-        if deviation:
-            ax.hist(deviation, bins=bins, histtype="step", label=f"round {int(name)}")
+    for r, deviation in data:
+        ax.hist(deviation, bins=bins, histtype="step", color=cmaps["viridis"](norm(r)))
     for x in (lo, hi):
         ax.axvline(x, color="0.4", linestyle="--")
-    ax.set_xlabel("max atomic force deviation (eV/Å)")
+    ax.set_xscale("log")
+    ax.set_xlabel("max atomic force deviation (eV/Å); trust band dashed")
     ax.set_ylabel("explored frames")
-    ax.legend(fontsize=8)
+    bar = fig.colorbar(ScalarMappable(norm, "viridis"), ax=ax)
+    bar.set_label("round")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     return _save(fig, path)
 
 
