@@ -13,6 +13,13 @@ from mlipkit.physics import ZBL
 
 ETHANOL_REFS = {"H": -13.6, "C": -1029.5, "O": -2041.0}
 CU_REF = {"Cu": -1300.0}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path, min_bytes=5_000, max_bytes=1_000_000):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert min_bytes < len(data) < max_bytes, f"{path}: {len(data)} bytes"
 
 
 def rattled(atoms, n, amplitude, seed=0):

@@ -8,8 +8,7 @@ import warnings
 import numpy as np
 
 from mlipkit.active.report import uncertainty_histograms
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from tests.conftest import assert_png
 
 
 def _rounds(run, n_rounds, rng):
@@ -26,8 +25,7 @@ def test_forty_rounds_lay_out_without_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. "Tight layout not applied" with a 40-entry legend
         path = uncertainty_histograms(tmp_path, 0.01, 1.0, tmp_path / "report" / "u.png")
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE and len(data) > 10_000
+    assert_png(path, min_bytes=10_000)
 
 
 def test_no_explored_frames_draw_nothing(tmp_path):

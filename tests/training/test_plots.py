@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 
 from mlipkit.training.plots import learning_curves, parity_plots
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_png(path, min_bytes=5_000, max_bytes=1_000_000):
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
-    assert min_bytes < len(data) < max_bytes, f"{path}: {len(data)} bytes"
+from tests.conftest import assert_png
 
 
 def fake_prediction(n_structures=40, atoms_per=6, stress=True, seed=0):

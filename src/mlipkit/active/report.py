@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps as cmaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -72,16 +71,16 @@ def uncertainty_histograms(run: Path, lo: float, hi: float, path: Path) -> Path 
     values = np.concatenate([d for _, d in data])
     bins = np.geomspace(min(values.min(), lo) / 1.2, max(values.max(), hi) * 1.2, 50)
     first, last = data[0][0], data[-1][0]
-    norm = Normalize(first, max(last, first + 1))
+    colours = ScalarMappable(Normalize(first, max(last, first + 1)), "viridis")
     fig, ax = _figure((5.5, 4.0))
     for r, deviation in data:
-        ax.hist(deviation, bins=bins, histtype="step", color=cmaps["viridis"](norm(r)))
+        ax.hist(deviation, bins=bins, histtype="step", color=colours.to_rgba(r))
     for x in (lo, hi):
         ax.axvline(x, color="0.4", linestyle="--")
     ax.set_xscale("log")
     ax.set_xlabel("max atomic force deviation (eV/Å); trust band dashed")
     ax.set_ylabel("explored frames")
-    bar = fig.colorbar(ScalarMappable(norm, "viridis"), ax=ax)
+    bar = fig.colorbar(colours, ax=ax)
     bar.set_label("round")
     bar.locator = MaxNLocator(integer=True)
     bar.update_ticks()
