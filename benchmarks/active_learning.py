@@ -23,7 +23,9 @@ time, one thread each) the entry records every seed's ratio and their
 median, the per-round median curves and the ratios read on those (at the
 larger final error and at levels a factor sqrt(2) above it); the plot shows
 every seed's curves and the median curves. ``--summarise`` recomputes the
-median-curve figures of the recorded entries without running anything.
+median-curve figures of the recorded entries without running anything;
+``--merge`` records one entry from entries that differ only in their seeds
+(more seeds for a recorded setting, run later), also running nothing.
 
 Prints one JSON line; writes benchmarks/results/active_learning.json and
 benchmarks/results/active_learning_SYSTEM.png.
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import hashlib
 import json
 import multiprocessing
 import platform
@@ -243,10 +246,47 @@ def run_system(system: str, args) -> dict:
     else:
         per_seed = [run_seed(system, args, seed) for seed in args.seeds]
     plot_seeds(per_seed, ROOT / "results" / f"active_learning_{system}{args.tag}.png")
+    return {"test_structures": len(ase.io.read(test_file, ":")),
+            "test_sha256": hashlib.sha256(test_file.read_bytes()).hexdigest(),
+            **seed_summary(per_seed)}
+
+
+def seed_summary(per_seed: list[dict]) -> dict:
     ratios = [run["ratio"] for run in per_seed]
-    return {"test_structures": len(ase.io.read(test_file, ":")), "ratios": ratios,
-            "ratio_median": float(np.median(ratios)), **median_curve_ratios(per_seed),
-            "per_seed": per_seed}
+    return {"ratios": ratios, "ratio_median": float(np.median(ratios)),
+            **median_curve_ratios(per_seed), "per_seed": per_seed}
+
+
+# settings that entries recorded before the option existed ran with
+SETTING_DEFAULTS = {"max_failed_fraction": 0.05}
+# settings that do not change a replicate's result
+NOT_COMPARED = ("seeds", "jobs", "random_from", "summarise", "merge")
+
+
+def merge_entries(record: dict, system: str, tags: list[str]) -> dict:
+    """One entry from recorded multi-seed entries of ``system`` that differ
+    only in their seeds (same settings and test set)."""
+    keys = [system + tag for tag in tags]
+    missing = [key for key in keys if "per_seed" not in record.get(key, {})]
+    if missing:
+        raise SystemExit(f"--merge: no recorded multi-seed entry {missing}")
+    entries = [record[key] for key in keys]
+    settings = [{k: v for k, v in {**SETTING_DEFAULTS, **e["settings"]}.items()
+                 if k not in NOT_COMPARED} for e in entries]
+    for key, entry, other in zip(keys[1:], entries[1:], settings[1:]):
+        differ = sorted(k for k in settings[0].keys() | other.keys()
+                        if settings[0].get(k) != other.get(k))
+        if differ:
+            raise SystemExit(f"--merge: {key} differs from {keys[0]} in {differ}")
+        for field in ("test_structures", "test_sha256"):
+            if field in entry and field in entries[0] and entry[field] != entries[0][field]:
+                raise SystemExit(f"--merge: {key} has another test set than {keys[0]}")
+    per_seed = [run for entry in entries for run in entry["per_seed"]]
+    seeds = [run["seed"] for run in per_seed]
+    if len(set(seeds)) < len(seeds):
+        raise SystemExit(f"--merge: a seed is repeated in {seeds}")
+    return {"settings": {**settings[0], "seeds": seeds}, "merged_from": keys,
+            "test_structures": entries[0]["test_structures"], **seed_summary(per_seed)}
 
 
 def main() -> None:
@@ -279,6 +319,10 @@ def main() -> None:
                              "(same system, seeds and test set) instead of running them; "
                              "its settings, not these, describe them")
     parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
+    parser.add_argument("--merge", nargs="+", metavar="TAG",
+                        help="record the entry SYSTEM+--tag from the recorded multi-seed "
+                             "entries SYSTEM+TAG of --system that differ only in their "
+                             "seeds, and run nothing")
     parser.add_argument("--summarise", action="store_true",
                         help="recompute the median-curve ratios of every recorded "
                              "multi-seed entry from its stored curves, and run nothing")
@@ -293,6 +337,19 @@ def main() -> None:
                     (level["forces_rmse_meV"], level["ratio"])
                     for level in entry["median_curve_levels"]])
         path.write_text(json.dumps(record) + "\n")
+        return
+    if args.merge:
+        if args.system == "both" or not args.tag:
+            raise SystemExit("--merge needs one --system and a --tag for the merged entry")
+        record = json.loads(path.read_text())
+        entry = {"threads": 1, "date": time.strftime("%Y-%m-%d"),
+                 **merge_entries(record, args.system, args.merge)}
+        record[args.system + args.tag] = entry
+        path.write_text(json.dumps(record) + "\n")
+        plot_seeds(entry["per_seed"], ROOT / "results" / f"active_learning_{args.system}"
+                   f"{args.tag}.png")
+        print(json.dumps({args.system + args.tag: {k: v for k, v in entry.items()
+                                                    if k != "per_seed"}}))
         return
     if args.random_rounds is None:
         args.random_rounds = 2 * args.rounds
