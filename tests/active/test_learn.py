@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from ase.build import bulk
+from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 
 import mlipkit
@@ -99,6 +100,40 @@ def test_rounds_add_labels_and_the_test_error_falls(finished):
     # running the finished command again changes nothing
     assert learn(load_learn_config(run.parent / "learn.yaml"), progress=False) == last
     assert LabelStore(run / "labels.db").counts()["ok"] == 30
+
+
+def test_status_and_export_read_a_run_without_running_it(finished, tmp_path, capsys):
+    run, _ = finished
+    config = str(run.parent / "learn.yaml")
+    before = (run / "history.json").stat().st_mtime_ns
+    labels = tmp_path / "labels.xyz"
+    assert main(["--quiet", "learn", config, "--status", "--export", str(labels)]) == 0
+    out = capsys.readouterr().out
+    assert "3 round(s) finished, stopped: 3 rounds done" in out
+    assert "oracle calls for training data: 22;" in out
+    assert "30 labelled, 0 failed, 0 queued" in out
+    history = json.loads((run / "history.json").read_text())
+    rows = [line.split() for line in out.splitlines() if line.split()[0] in ("0", "1", "2")]
+    assert [int(row[1]) for row in rows] == [h["oracle_calls"] for h in history]
+    for row, h in zip(rows, history):
+        assert float(row[3]) == pytest.approx(1000 * h["test_forces_rmse"], abs=0.06)
+    assert "wrote 22 labelled structures (seed, explore)" in out
+    frames = ase.io.read(labels, ":")
+    assert len(frames) == 22 and {f.info["origin"] for f in frames} == {"seed", "explore"}
+    for frame in frames[::5]:  # EMT's own energies and forces of the exported positions
+        reference = frame.copy()
+        reference.calc = EMT()
+        assert frame.get_potential_energy() == pytest.approx(
+            reference.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(frame.get_forces(), reference.get_forces(), atol=1e-6)
+    assert main(["--quiet", "learn", config, "--export", str(labels), "--origins", "test"]) == 0
+    assert {f.info["origin"] for f in ase.io.read(labels, ":")} == {"test"}
+    assert len(ase.io.read(labels, ":")) == 8
+    assert (run / "history.json").stat().st_mtime_ns == before  # nothing ran
+    assert main(["--quiet", "learn", config, "output=" + str(tmp_path / "none"),
+                 "--status"]) == 2
+    assert "no run in" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 def test_exploration_stops_trajectories_that_leave_the_trust_region(finished):
