@@ -169,6 +169,29 @@ def test_exploration_stops_trajectories_that_leave_the_trust_region(finished):
                                rtol=1e-5)
 
 
+def test_a_committee_that_distrusts_its_starts_labels_rattled_copies_of_them(tmp_path):
+    # with hi this low every trajectory leaves the trust region at its first step: the
+    # perfect cell (zero forces by symmetry) is its own last trusted frame, already a
+    # seed label, and the vacancy cell is outside at once; nothing new is left to select
+    config = load_learn_config(_config(tmp_path, test=None),
+                               ["select.lo=0", "select.hi=1e-6", "stop.max_rounds=2"])
+    last = learn(config, progress=False)
+    first = json.loads((tmp_path / "run" / "history.json").read_text())[0]
+    assert first["stopped"] == first["trajectories"] == 4
+    assert first["selected"] == first["reseeded"] == 6
+    assert last["stop"] == "2 rounds done" and last["oracle_calls"] == last["labels"] == 16
+    store = LabelStore(tmp_path / "run" / "labels.db")
+    rows = list(store.db.select(round=1))
+    assert len(rows) == 6 and {row.origin for row in rows} == {"seed"}
+    starts = {len(a): a for a in ase.io.read(tmp_path / "starts.xyz", ":")}
+    assert sorted(row.natoms for row in rows) == [31, 31, 31, 32, 32, 32]
+    seeds = {row.hash for row in store.db.select(round=0)}
+    for row in rows:  # new structures, displaced (and strained) from their start
+        assert row.hash not in seeds
+        shift = np.sqrt(np.mean((row.positions - starts[row.natoms].positions) ** 2))
+        assert 0.02 < shift < 0.3
+
+
 def test_bad_configs_name_the_key(tmp_path):
     path = _config(tmp_path)
     with pytest.raises(InvalidConfig, match="select.per_rounds"):

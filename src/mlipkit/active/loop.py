@@ -34,7 +34,7 @@ from ase import Atoms
 from mlipkit.active.config import LearnConfig, save_learn_config
 from mlipkit.active.executors import label_pending, make_executor
 from mlipkit.active.explore import Exploration, explore
-from mlipkit.active.oracles import Oracle
+from mlipkit.active.oracles import Oracle, structure_hash
 from mlipkit.active.report import write_report
 from mlipkit.active.selection import trust_band
 from mlipkit.active.store import LabelStore
@@ -61,10 +61,10 @@ def read_structures(path: str) -> list[Atoms]:
 
 
 def seed_structures(starts: list[Atoms], count: int, amplitude: float, strain: float,
-                    seed: int) -> list[Atoms]:
+                    seed: int, round: int = 0) -> list[Atoms]:
     """Each start and ``count`` copies with Gaussian displacements (and, for
-    periodic cells, a random symmetric strain)."""
-    rng = np.random.default_rng([seed, 7])
+    periodic cells, a random symmetric strain); each ``round`` draws anew."""
+    rng = np.random.default_rng([seed, 7] if round == 0 else [seed, 7, round])
     out = []
     for atoms in starts:
         out.append(atoms.copy())
@@ -179,18 +179,45 @@ class Learner:
                          c.explore.timestep, c.explore.friction, c.explore.sample_every,
                          c.select.hi, c.explore.pressure, seed=c.random_seed + r,
                          progress=self.progress)
-        chosen = self.select(result, model, np.random.default_rng([c.random_seed, r]),
-                             self.calls_left(r))
-        ase.io.write(folder / "selected.xyz", [result.frames[k] for k in chosen],
-                     format="extxyz")
+        calls_left = self.calls_left(r)
+        chosen = [result.frames[k] for k in self.select(
+            result, model, np.random.default_rng([c.random_seed, r]), calls_left)]
+        reseeded = 0
+        if result.stopped and not self.new(chosen):
+            # every candidate is labelled already (a trajectory stopped at its start): the
+            # committee does not trust even the starts, so label fresh copies of them
+            count = c.select.per_round if calls_left is None else min(c.select.per_round,
+                                                                      calls_left)
+            chosen = self.new(self.rattled_starts(r + 1, count))
+            reseeded = len(chosen)
+            log.warning("round %d: no new structure to select and %d of %d trajectories left "
+                        "the trust region; labelling %d rattled copies of the starts", r,
+                        result.stopped, result.trajectories, reseeded)
+        ase.io.write(folder / "selected.xyz", chosen, format="extxyz")
         stats = {"frames": len(result.samples), "trajectories": result.trajectories,
                  "stopped": result.stopped,
                  "uncertain_fraction": result.uncertain_fraction(c.select.lo),
-                 "selected": len(chosen), "deviation": [round(d, 5) for d in result.deviation],
+                 "selected": len(chosen), "reseeded": reseeded,
+                 "deviation": [round(d, 5) for d in result.deviation],
                  "spread": [round(d, 5) for d in result.spread],
                  "temperature": result.temperature}
         _write_json(done, stats)
         return stats
+
+    def new(self, structures: list[Atoms]) -> list[Atoms]:
+        """Those of ``structures`` not in the store yet."""
+        ids = self.store.ids([structure_hash(a) for a in structures])
+        return [a for a, i in zip(structures, ids) if i is None]
+
+    def rattled_starts(self, round: int, count: int) -> list[Atoms]:
+        """``count`` rattled (and strained) copies of the starts, drawn for
+        ``round``, taking the starts in turn."""
+        s, n = self.config.seed, len(self.starts)
+        per_start = -(-count // n)
+        out = seed_structures(self.starts, per_start, s.amplitude, s.strain,
+                              self.config.random_seed, round)
+        return [out[i * (per_start + 1) + j] for j in range(1, per_start + 1)
+                for i in range(n)][:count]
 
     def calls_left(self, r: int) -> int | None:
         budget = self.config.stop.max_oracle_calls
@@ -269,7 +296,8 @@ class Learner:
                     else:
                         selected = ase.io.read(self.out / "rounds" / f"round_{r:03d}" /
                                                "selected.xyz", index=":")
-                        self.store.add(selected, origin="explore", round=r + 1)
+                        origin = "seed" if stats.get("reseeded") else "explore"
+                        self.store.add(selected, origin=origin, round=r + 1)
                         self.label(executor, r + 1)
                 entry["elapsed_s"] = time.perf_counter() - start
                 if stop is not None:

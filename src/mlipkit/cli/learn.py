@@ -54,7 +54,8 @@ def run(args) -> int:
 
 def status(out: Path, store) -> str:
     """Rounds finished (and why the run stopped), labels by status, a line
-    per round and the first line of each failure's error."""
+    per round (``rattled``: selected structures that are fresh rattled
+    starts) and the first line of each failure's error."""
     from mlipkit.active.loop import TRAINING_ORIGINS
 
     path = out / "history.json"
@@ -68,14 +69,15 @@ def status(out: Path, store) -> str:
              f"{counts['queued']} queued"]
     if history:
         lines.append(f"{'round':>5} {'calls':>6} {'labels':>6} {'test F RMSE meV/Å':>18} "
-                     f"{'uncertain':>9} {'selected':>8} {'stopped MD':>10}")
+                     f"{'uncertain':>9} {'selected':>8} {'rattled':>7} {'stopped MD':>10}")
     for h in history:
         rmse = h.get("test_forces_rmse")
         uncertain = h.get("uncertain_fraction")
         lines.append(f"{h['round']:>5} {h['oracle_calls']:>6} {h['labels']:>6} "
                      f"{'-' if rmse is None else f'{1000 * rmse:.1f}':>18} "
                      f"{'-' if uncertain is None else f'{uncertain:.1%}':>9} "
-                     f"{h.get('selected', '-'):>8} {h.get('stopped', '-'):>10}")
+                     f"{h.get('selected', '-'):>8} {h.get('reseeded', '-'):>7} "
+                     f"{h.get('stopped', '-'):>10}")
     for failure in store.failures():
         error = (failure["error"] or "?").splitlines()[0]
         lines.append(f"failed: row {failure['id']} after {failure['attempts']} call(s): "
