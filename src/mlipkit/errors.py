@@ -59,3 +59,7 @@ class PathMismatch(MlipkitError, ValueError):
 class OracleFailures(MlipkitError, RuntimeError):
     """Too many reference calculations failed for an active-learning run to
     go on; the labels already obtained are kept."""
+
+
+class RunInProgress(MlipkitError, RuntimeError):
+    """Another process is running `mlipkit learn` in the same run folder."""

@@ -192,6 +192,32 @@ def test_a_committee_that_distrusts_its_starts_labels_rattled_copies_of_them(tmp
         assert 0.02 < shift < 0.3
 
 
+_HOLD = """
+import sys
+from pathlib import Path
+from mlipkit.active.loop import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_loop_in_the_same_folder_is_refused(tmp_path, capsys):
+    path = _config(tmp_path, test=None, stop={"max_rounds": 1})
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path / "run")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["--quiet", "learn", str(path)]) == 2
+        assert f"another mlipkit learn (pid {holder.pid}) is running" in capsys.readouterr().err
+        assert not (tmp_path / "run" / "labels.db").exists()  # nothing was touched
+    finally:
+        holder.kill()  # kill -9: the system drops its lock
+        holder.wait()
+    assert learn(load_learn_config(path), progress=False)["stop"] == "1 rounds done"
+
+
 def test_bad_configs_name_the_key(tmp_path):
     path = _config(tmp_path)
     with pytest.raises(InvalidConfig, match="select.per_rounds"):

@@ -9,6 +9,7 @@ Run folder::
                            selected.xyz and exploration.json
     model.safetensors      the last round's committee
     report/                learning curve and uncertainty histograms
+    .lock                  held while a loop runs here (see :func:`run_lock`)
 
 Everything a round decides is written before it is acted on (the selected
 structures before they are queued, each label the moment it arrives), so
@@ -25,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import ase.io
@@ -40,7 +42,7 @@ from mlipkit.active.selection import trust_band
 from mlipkit.active.store import LabelStore
 from mlipkit.data.batch import Batch
 from mlipkit.data.convert import from_atoms
-from mlipkit.errors import InvalidConfig, OracleFailures
+from mlipkit.errors import InvalidConfig, OracleFailures, RunInProgress
 from mlipkit.models.checkpoint import load as load_model
 from mlipkit.training.config import DataConfig, RunConfig
 from mlipkit.training.metrics import evaluate
@@ -362,6 +364,38 @@ def _structure_features(model, batches: list[Batch]) -> np.ndarray:
     return sums / np.asarray(n_atoms)[:, None]
 
 
+@contextmanager
+def run_lock(folder: Path):
+    """Hold ``folder/.lock`` exclusively (POSIX ``flock``): a second loop in
+    the same folder raises :class:`RunInProgress` instead of training and
+    labelling beside the first. The system drops the lock when its process
+    ends, even by kill -9, so it never outlives a run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(folder / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip()
+            raise RunInProgress(f"another mlipkit learn (pid {pid or '?'}) is running in "
+                                f"{folder}; wait for it to end or stop it, then run the "
+                                "command again") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def learn(config: LearnConfig, progress: bool = True) -> dict:
     """Run (or resume) the active-learning loop; returns the last round's entry."""
-    return Learner(config, progress).run()
+    with run_lock(Path(config.output)):
+        return Learner(config, progress).run()
