@@ -147,7 +147,7 @@ def run_seed(system: str, args, seed: int) -> dict:
         "seed": seed, "target_forces_rmse": target, "active_calls_to_target": active_calls,
         "random_calls_to_target": random_calls, "ratio": active_calls / random_calls,
         "curves": {s: [{k: h.get(k) for k in ("round", "oracle_calls", "test_forces_rmse",
-                                              "uncertain_fraction", "stopped")}
+                                              "uncertain_fraction", "stopped", "reseeded")}
                        for h in v] for s, v in histories.items()},
         # the run's own time, summed over resumed sessions
         "wall_s": {s: round(v[-1]["elapsed_s"], 1) for s, v in histories.items()},
@@ -258,7 +258,7 @@ def seed_summary(per_seed: list[dict]) -> dict:
 
 
 # settings that entries recorded before the option existed ran with
-SETTING_DEFAULTS = {"max_failed_fraction": 0.05}
+SETTING_DEFAULTS = {"max_failed_fraction": 0.05, "rank_by": "max"}
 # settings that do not change a replicate's result
 NOT_COMPARED = ("seeds", "jobs", "random_from", "summarise", "merge")
 
@@ -273,20 +273,22 @@ def merge_entries(record: dict, system: str, tags: list[str]) -> dict:
     entries = [record[key] for key in keys]
     settings = [{k: v for k, v in {**SETTING_DEFAULTS, **e["settings"]}.items()
                  if k not in NOT_COMPARED} for e in entries]
-    for key, entry, other in zip(keys[1:], entries[1:], settings[1:]):
+    for key, other in zip(keys[1:], settings[1:]):
         differ = sorted(k for k in settings[0].keys() | other.keys()
                         if settings[0].get(k) != other.get(k))
         if differ:
             raise SystemExit(f"--merge: {key} differs from {keys[0]} in {differ}")
-        for field in ("test_structures", "test_sha256"):
-            if field in entry and field in entries[0] and entry[field] != entries[0][field]:
-                raise SystemExit(f"--merge: {key} has another test set than {keys[0]}")
+    for field in ("test_structures", "test_sha256"):
+        if len({entry[field] for entry in entries if field in entry}) > 1:
+            raise SystemExit(f"--merge: {keys} do not share one test set ({field})")
     per_seed = [run for entry in entries for run in entry["per_seed"]]
     seeds = [run["seed"] for run in per_seed]
     if len(set(seeds)) < len(seeds):
         raise SystemExit(f"--merge: a seed is repeated in {seeds}")
+    hashes = {entry["test_sha256"] for entry in entries if "test_sha256" in entry}
     return {"settings": {**settings[0], "seeds": seeds}, "merged_from": keys,
-            "test_structures": entries[0]["test_structures"], **seed_summary(per_seed)}
+            "test_structures": entries[0]["test_structures"],
+            **({"test_sha256": hashes.pop()} if hashes else {}), **seed_summary(per_seed)}
 
 
 def main() -> None:
@@ -339,8 +341,9 @@ def main() -> None:
         path.write_text(json.dumps(record) + "\n")
         return
     if args.merge:
-        if args.system == "both" or not args.tag:
-            raise SystemExit("--merge needs one --system and a --tag for the merged entry")
+        if args.system == "both" or not args.tag or args.tag in args.merge:
+            raise SystemExit("--merge needs one --system and a --tag for the merged entry "
+                             "that is not one of the merged ones")
         record = json.loads(path.read_text())
         entry = {"threads": 1, "date": time.strftime("%Y-%m-%d"),
                  **merge_entries(record, args.system, args.merge)}

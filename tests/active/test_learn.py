@@ -82,6 +82,7 @@ def test_rounds_add_labels_and_the_test_error_falls(finished):
     assert [h["round"] for h in history] == [0, 1, 2] and last == history[-1]
     assert last["stop"] == "3 rounds done"
     assert [h["oracle_calls"] for h in history] == [10, 16, 22]  # 2 starts x 5 seeds, +6, +6
+    assert [h.get("reseeded") for h in history[:2]] == [0, 0]  # the exploration gave them
     assert history[-1]["test_forces_rmse"] < 0.5 * history[0]["test_forces_rmse"]
     store = LabelStore(run / "labels.db")
     assert store.counts() == {"queued": 0, "ok": 30, "failed": 0}  # 22 + 8 test
@@ -105,7 +106,9 @@ def test_rounds_add_labels_and_the_test_error_falls(finished):
 def test_status_and_export_read_a_run_without_running_it(finished, tmp_path, capsys):
     run, _ = finished
     config = str(run.parent / "learn.yaml")
-    before = (run / "history.json").stat().st_mtime_ns
+    files = [run / name for name in ("history.json", "config.yaml", "labels.db",
+                                     "model.safetensors")]
+    before = [path.stat().st_mtime_ns for path in files]
     labels = tmp_path / "labels.xyz"
     assert main(["--quiet", "learn", config, "--status", "--export", str(labels)]) == 0
     out = capsys.readouterr().out
@@ -129,7 +132,9 @@ def test_status_and_export_read_a_run_without_running_it(finished, tmp_path, cap
     assert main(["--quiet", "learn", config, "--export", str(labels), "--origins", "test"]) == 0
     assert {f.info["origin"] for f in ase.io.read(labels, ":")} == {"test"}
     assert len(ase.io.read(labels, ":")) == 8
-    assert (run / "history.json").stat().st_mtime_ns == before  # nothing ran
+    assert [path.stat().st_mtime_ns for path in files] == before  # nothing ran
+    assert main(["--quiet", "learn", config, "--origins", "test"]) == 2
+    assert "give --export FILE too" in capsys.readouterr().err
     assert main(["--quiet", "learn", config, "output=" + str(tmp_path / "none"),
                  "--status"]) == 2
     assert "no run in" in capsys.readouterr().err
@@ -174,28 +179,31 @@ def test_a_committee_that_distrusts_its_starts_labels_rattled_copies_of_them(tmp
     # perfect cell (zero forces by symmetry) is its own last trusted frame, already a
     # seed label, and the vacancy cell is outside at once; nothing new is left to select
     config = load_learn_config(_config(tmp_path, test=None),
-                               ["select.lo=0", "select.hi=1e-6", "stop.max_rounds=2"])
+                               ["select.lo=0", "select.hi=1e-6", "stop.max_rounds=3"])
     last = learn(config, progress=False)
-    first = json.loads((tmp_path / "run" / "history.json").read_text())[0]
-    assert first["stopped"] == first["trajectories"] == 4
-    assert first["selected"] == first["reseeded"] == 6
-    assert last["stop"] == "2 rounds done" and last["oracle_calls"] == last["labels"] == 16
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    for entry in history[:2]:
+        assert entry["stopped"] == entry["trajectories"] == 4
+        assert entry["selected"] == entry["reseeded"] == 6
+    assert last["stop"] == "3 rounds done" and last["oracle_calls"] == last["labels"] == 22
     store = LabelStore(tmp_path / "run" / "labels.db")
-    rows = list(store.db.select(round=1))
-    assert len(rows) == 6 and {row.origin for row in rows} == {"seed"}
     starts = {len(a): a for a in ase.io.read(tmp_path / "starts.xyz", ":")}
-    assert sorted(row.natoms for row in rows) == [31, 31, 31, 32, 32, 32]
-    seeds = {row.hash for row in store.db.select(round=0)}
-    for row in rows:  # new structures, displaced (and strained) from their start
-        assert row.hash not in seeds
-        shift = np.sqrt(np.mean((row.positions - starts[row.natoms].positions) ** 2))
-        assert 0.02 < shift < 0.3
+    hashes = {row.hash for row in store.db.select(round=0)}
+    for r in (1, 2):  # each round new structures, displaced (and strained) from a start
+        rows = list(store.db.select(round=r))
+        assert len(rows) == 6 and {row.origin for row in rows} == {"seed"}
+        assert sorted(row.natoms for row in rows) == [31, 31, 31, 32, 32, 32]
+        for row in rows:
+            assert row.hash not in hashes
+            shift = np.sqrt(np.mean((row.positions - starts[row.natoms].positions) ** 2))
+            assert 0.02 < shift < 0.3
+        hashes |= {row.hash for row in rows}
 
 
 _HOLD = """
 import sys
 from pathlib import Path
-from mlipkit.active.loop import run_lock
+from mlipkit.active.lock import run_lock
 with run_lock(Path(sys.argv[1])):
     print("held", flush=True)
     sys.stdin.read()
@@ -216,6 +224,18 @@ def test_a_second_loop_in_the_same_folder_is_refused(tmp_path, capsys):
         holder.kill()  # kill -9: the system drops its lock
         holder.wait()
     assert learn(load_learn_config(path), progress=False)["stop"] == "1 rounds done"
+    assert main(["--quiet", "learn", str(path), "--status"]) == 0
+    assert "1 round(s) finished, stopped: 1 rounds done" in capsys.readouterr().out
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path / "run")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["--quiet", "learn", str(path), "--status"]) == 0
+        assert f"finished, running now (pid {holder.pid})" in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_bad_configs_name_the_key(tmp_path):
@@ -315,13 +335,14 @@ def test_kill_9_resumes_without_repeating_finished_calls(tmp_path):
     assert LabelStore(tmp_path / "run" / "labels.db").counts()["ok"] == 24
 
 
-def _select(result: Exploration, **select) -> list[int]:
+def _select(result: Exploration, skip=frozenset(), **select) -> list[int]:
     """Learner.select on a stand-in learner, of which it reads only the
     selection settings: two picks, band 0.05–1 eV/Å, no diversity."""
     options = {"per_round": 2, "lo": 0.05, "hi": 1.0, "diversity": False, "rank_by": "max",
                **select}
     learner = SimpleNamespace(config=SimpleNamespace(select=SimpleNamespace(**options)))
-    return Learner.select(learner, result, None, np.random.default_rng(0), None)
+    learner.round_size = lambda calls_left: Learner.round_size(learner, calls_left)
+    return Learner.select(learner, result, None, np.random.default_rng(0), None, skip)
 
 
 def test_random_selection_draws_on_last_trusted_frames_when_nothing_was_sampled():
@@ -334,6 +355,18 @@ def test_random_selection_draws_on_last_trusted_frames_when_nothing_was_sampled(
     for strategy in ("random", "trust_band"):
         picks = _select(result, strategy=strategy)
         assert len(picks) == 2 and set(picks) <= {0, 1, 2}
+
+
+def test_skipped_last_trusted_frames_leave_their_places_to_the_band():
+    """Two trajectories stopped at the same, labelled frame: selected again
+    without it, the round takes the band's frames instead."""
+    frames = rattled(bulk("Cu", "fcc", a=3.61, cubic=True), 4, 0.05)
+    result = Exploration(frames=frames, deviation=[0.3, 0.3, 0.5, 0.02], spread=[0.1] * 4,
+                         temperature=[300.0] * 4, last_trusted=[0, 1], trajectories=3,
+                         stopped=2)
+    assert _select(result, strategy="trust_band") == [0, 1]
+    assert _select(result, strategy="trust_band", skip={0, 1}) == [2]  # 3 is below the band
+    assert _select(result, strategy="random", skip={0, 1}) == [2, 3]  # all that is left
 
 
 def test_the_band_is_on_the_max_deviation_and_ranked_by_the_chosen_measure():

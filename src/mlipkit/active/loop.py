@@ -9,7 +9,7 @@ Run folder::
                            selected.xyz and exploration.json
     model.safetensors      the last round's committee
     report/                learning curve and uncertainty histograms
-    .lock                  held while a loop runs here (see :func:`run_lock`)
+    .lock                  held while a loop runs here (:mod:`mlipkit.active.lock`)
 
 Everything a round decides is written before it is acted on (the selected
 structures before they are queued, each label the moment it arrives), so
@@ -26,7 +26,6 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import ase.io
@@ -36,20 +35,20 @@ from ase import Atoms
 from mlipkit.active.config import LearnConfig, save_learn_config
 from mlipkit.active.executors import label_pending, make_executor
 from mlipkit.active.explore import Exploration, explore
+from mlipkit.active.lock import run_lock
 from mlipkit.active.oracles import Oracle, structure_hash
 from mlipkit.active.report import write_report
 from mlipkit.active.selection import trust_band
-from mlipkit.active.store import LabelStore
+from mlipkit.active.store import TRAINING_ORIGINS, LabelStore
 from mlipkit.data.batch import Batch
 from mlipkit.data.convert import from_atoms
-from mlipkit.errors import InvalidConfig, OracleFailures, RunInProgress
+from mlipkit.errors import InvalidConfig, OracleFailures
 from mlipkit.models.checkpoint import load as load_model
 from mlipkit.training.config import DataConfig, RunConfig
 from mlipkit.training.metrics import evaluate
 from mlipkit.training.run import train
 
 log = logging.getLogger(__name__)
-TRAINING_ORIGINS = ("seed", "explore")
 
 
 def read_structures(path: str) -> list[Atoms]:
@@ -66,7 +65,7 @@ def seed_structures(starts: list[Atoms], count: int, amplitude: float, strain: f
                     seed: int, round: int = 0) -> list[Atoms]:
     """Each start and ``count`` copies with Gaussian displacements (and, for
     periodic cells, a random symmetric strain); each ``round`` draws anew."""
-    rng = np.random.default_rng([seed, 7] if round == 0 else [seed, 7, round])
+    rng = np.random.default_rng([seed, 7, round])  # round 0: the stream of [seed, 7]
     out = []
     for atoms in starts:
         out.append(atoms.copy())
@@ -184,21 +183,26 @@ class Learner:
         calls_left = self.calls_left(r)
         chosen = [result.frames[k] for k in self.select(
             result, model, np.random.default_rng([c.random_seed, r]), calls_left)]
+        uncertain = result.uncertain_fraction(c.select.lo)
         reseeded = 0
-        if result.stopped and not self.new(chosen):
-            # every candidate is labelled already (a trajectory stopped at its start): the
-            # committee does not trust even the starts, so label fresh copies of them
-            count = c.select.per_round if calls_left is None else min(c.select.per_round,
-                                                                      calls_left)
-            chosen = self.new(self.rattled_starts(r + 1, count))
-            reseeded = len(chosen)
-            log.warning("round %d: no new structure to select and %d of %d trajectories left "
-                        "the trust region; labelling %d rattled copies of the starts", r,
-                        result.stopped, result.trajectories, reseeded)
+        if (result.stopped and not self.unlabelled(chosen)
+                and uncertain >= c.stop.uncertain_fraction):
+            # the stopped trajectories' last trusted frames took the round, and each is
+            # labelled already (a start, or a frame the trajectories share): select again
+            # without them; if that finds nothing new either, the committee distrusts even
+            # the starts, so label fresh copies of them
+            chosen = self.unlabelled([result.frames[k] for k in self.select(
+                result, model, np.random.default_rng([c.random_seed, r]), calls_left,
+                skip=self.repeated(result))])
+            if not chosen:
+                chosen = self.unlabelled(self.rattled_starts(r + 1, self.round_size(calls_left)))
+                reseeded = len(chosen)
+                log.warning("round %d: %d of %d trajectories left the trust region and none "
+                            "gave a new structure; labelling %d rattled copies of the starts",
+                            r, result.stopped, result.trajectories, reseeded)
         ase.io.write(folder / "selected.xyz", chosen, format="extxyz")
         stats = {"frames": len(result.samples), "trajectories": result.trajectories,
-                 "stopped": result.stopped,
-                 "uncertain_fraction": result.uncertain_fraction(c.select.lo),
+                 "stopped": result.stopped, "uncertain_fraction": uncertain,
                  "selected": len(chosen), "reseeded": reseeded,
                  "deviation": [round(d, 5) for d in result.deviation],
                  "spread": [round(d, 5) for d in result.spread],
@@ -206,20 +210,36 @@ class Learner:
         _write_json(done, stats)
         return stats
 
-    def new(self, structures: list[Atoms]) -> list[Atoms]:
+    def unlabelled(self, structures: list[Atoms]) -> list[Atoms]:
         """Those of ``structures`` not in the store yet."""
         ids = self.store.ids([structure_hash(a) for a in structures])
         return [a for a, i in zip(structures, ids) if i is None]
 
+    def repeated(self, result: Exploration) -> set[int]:
+        """Last trusted frames that are in the store or repeat an earlier one."""
+        hashes = [structure_hash(result.frames[k]) for k in result.last_trusted]
+        seen, out = set(), set()
+        for k, key, row in zip(result.last_trusted, hashes, self.store.ids(hashes)):
+            if row is not None or key in seen:
+                out.add(k)
+            seen.add(key)
+        return out
+
     def rattled_starts(self, round: int, count: int) -> list[Atoms]:
         """``count`` rattled (and strained) copies of the starts, drawn for
-        ``round``, taking the starts in turn."""
+        ``round``, taking the starts in turn from start ``round`` (modulo
+        their number) so that every start gets copies over the rounds."""
         s, n = self.config.seed, len(self.starts)
         per_start = -(-count // n)
         out = seed_structures(self.starts, per_start, s.amplitude, s.strain,
                               self.config.random_seed, round)
-        return [out[i * (per_start + 1) + j] for j in range(1, per_start + 1)
+        return [out[(i + round) % n * (per_start + 1) + j] for j in range(1, per_start + 1)
                 for i in range(n)][:count]
+
+    def round_size(self, calls_left: int | None) -> int:
+        """Structures to select: ``per_round``, or fewer if the budget ends."""
+        per_round = self.config.select.per_round
+        return per_round if calls_left is None else min(per_round, calls_left)
 
     def calls_left(self, r: int) -> int | None:
         budget = self.config.stop.max_oracle_calls
@@ -227,7 +247,8 @@ class Learner:
             return None
         return max(budget - self.store.calls(TRAINING_ORIGINS, max_round=r), 0)
 
-    def select(self, result: Exploration, model, rng, calls_left: int | None) -> list[int]:
+    def select(self, result: Exploration, model, rng, calls_left: int | None,
+               skip: set[int] = frozenset()) -> list[int]:
         """Indices of the frames to label: the last trusted frames of stopped
         trajectories first, then the trust band (thinned for diversity), or
         for ``random`` a uniform draw of all explored frames (the last
@@ -235,14 +256,15 @@ class Learner:
         trajectory stops early); at most ``per_round`` and the calls left in
         the budget. The band is on the max atomic force deviation; it is
         ordered by that or, with ``rank_by: rms``, by the deviation's root
-        mean square over the atoms."""
+        mean square over the atoms. Frames in ``skip`` are left out."""
         s = self.config.select
-        count = s.per_round if calls_left is None else min(s.per_round, calls_left)
+        count = self.round_size(calls_left)
         if s.strategy == "random":
-            pool = len(result.frames)
-            return sorted(rng.choice(pool, size=min(count, pool), replace=False).tolist())
+            pool = np.array([k for k in range(len(result.frames)) if k not in skip], dtype=int)
+            picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
+            return sorted(pool[picks].tolist())
         samples = result.samples
-        chosen = result.last_trusted[:count]
+        chosen = [k for k in result.last_trusted if k not in skip][:count]
         band = samples[(np.asarray(result.deviation)[samples] >= s.lo)
                        & (np.asarray(result.deviation)[samples] <= s.hi)]
         if len(chosen) < count and len(band):
@@ -362,37 +384,6 @@ def _structure_features(model, batches: list[Batch]) -> np.ndarray:
     sums = np.zeros((len(n_atoms), vectors.shape[1]))
     np.add.at(sums, index, vectors)
     return sums / np.asarray(n_atoms)[:, None]
-
-
-@contextmanager
-def run_lock(folder: Path):
-    """Hold ``folder/.lock`` exclusively (POSIX ``flock``): a second loop in
-    the same folder raises :class:`RunInProgress` instead of training and
-    labelling beside the first. The system drops the lock when its process
-    ends, even by kill -9, so it never outlives a run."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(folder / ".lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip()
-            raise RunInProgress(f"another mlipkit learn (pid {pid or '?'}) is running in "
-                                f"{folder}; wait for it to end or stop it, then run the "
-                                "command again") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def learn(config: LearnConfig, progress: bool = True) -> dict:

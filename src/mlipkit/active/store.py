@@ -32,6 +32,7 @@ from mlipkit.data.batch import Batch
 from mlipkit.data.io import read_db
 
 STATUSES = ("queued", "ok", "failed")
+TRAINING_ORIGINS = ("seed", "explore")  # the labels a committee trains on
 
 
 def _tries(row) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mlipkit.errors import InvalidConfig
+
 HELP = "active learning: explore with a committee, label where it disagrees, retrain"
 
 
@@ -22,8 +24,7 @@ def add_arguments(parser) -> None:
                         help="write the run's labelled structures (energy, forces, stress; "
                              "hash, origin and round in the info) to this extxyz file; runs "
                              "nothing")
-    parser.add_argument("--origins", nargs="+", default=["seed", "explore"],
-                        choices=("seed", "explore", "test"),
+    parser.add_argument("--origins", nargs="+", choices=("seed", "explore", "test"),
                         help="with --export: the labels to write (default: the training "
                              "labels, seed and explore)")
 
@@ -32,8 +33,10 @@ def run(args) -> int:
     from mlipkit.active.config import load_learn_config
 
     config = load_learn_config(args.config, args.overrides)
+    if args.origins and not args.export:
+        raise InvalidConfig("--origins chooses what --export writes; give --export FILE too")
     if args.status or args.export:
-        from mlipkit.active.store import LabelStore
+        from mlipkit.active.store import TRAINING_ORIGINS, LabelStore
 
         out = Path(config.output)
         if not (out / "labels.db").is_file():
@@ -42,8 +45,9 @@ def run(args) -> int:
         if args.status:
             print(status(out, store))
         if args.export:
-            count = store.export_extxyz(args.export, args.origins)
-            print(f"wrote {count} labelled structures ({', '.join(args.origins)}) to "
+            origins = args.origins or TRAINING_ORIGINS
+            count = store.export_extxyz(args.export, origins)
+            print(f"wrote {count} labelled structures ({', '.join(origins)}) to "
                   f"{args.export}")
         return 0
     from mlipkit.active.loop import learn
@@ -54,29 +58,34 @@ def run(args) -> int:
 
 def status(out: Path, store) -> str:
     """Rounds finished (and why the run stopped), labels by status, a line
-    per round (``rattled``: selected structures that are fresh rattled
-    starts) and the first line of each failure's error."""
-    from mlipkit.active.loop import TRAINING_ORIGINS
+    per round (``reseeded``: selected structures that are fresh rattled
+    copies of the starts) and the first line of each failure's error."""
+    from mlipkit.active.lock import holder
+    from mlipkit.active.store import TRAINING_ORIGINS
 
     path = out / "history.json"
     history = json.loads(path.read_text()) if path.exists() else []
     stop = history[-1].get("stop") if history else None
+    running = holder(out)
+    if running:
+        state = f", running now (pid {running})"
+    else:
+        state = f", stopped: {stop}" if stop else ", not running (run the command to go on)"
     counts = store.counts()
-    lines = [f"{out}: {len(history)} round(s) finished"
-             + (f", stopped: {stop}" if stop else ", not stopped (run the command to go on)"),
+    lines = [f"{out}: {len(history)} round(s) finished{state}",
              f"oracle calls for training data: {store.calls(TRAINING_ORIGINS)}; structures "
              f"(test set included): {counts['ok']} labelled, {counts['failed']} failed, "
              f"{counts['queued']} queued"]
     if history:
         lines.append(f"{'round':>5} {'calls':>6} {'labels':>6} {'test F RMSE meV/Å':>18} "
-                     f"{'uncertain':>9} {'selected':>8} {'rattled':>7} {'stopped MD':>10}")
+                     f"{'uncertain':>9} {'selected':>8} {'reseeded':>8} {'stopped MD':>10}")
     for h in history:
         rmse = h.get("test_forces_rmse")
         uncertain = h.get("uncertain_fraction")
         lines.append(f"{h['round']:>5} {h['oracle_calls']:>6} {h['labels']:>6} "
                      f"{'-' if rmse is None else f'{1000 * rmse:.1f}':>18} "
                      f"{'-' if uncertain is None else f'{uncertain:.1%}':>9} "
-                     f"{h.get('selected', '-'):>8} {h.get('reseeded', '-'):>7} "
+                     f"{h.get('selected', '-'):>8} {h.get('reseeded', '-'):>8} "
                      f"{h.get('stopped', '-'):>10}")
     for failure in store.failures():
         error = (failure["error"] or "?").splitlines()[0]

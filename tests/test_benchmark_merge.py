@@ -1,0 +1,62 @@
+"""benchmarks/active_learning.py --merge: entries of one setting that differ
+only in their seeds become one entry; anything else is refused."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("active_learning_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(seed: int, scale: float) -> dict:
+    """A seed whose active curve falls faster than its random one."""
+    curve = {s: [{"round": r, "oracle_calls": 4 + 4 * r,
+                  "test_forces_rmse": scale / (1 + r) ** (2 if s == "trust_band" else 1)}
+                 for r in range(n)] for s, n in (("trust_band", 4), ("random", 8))}
+    return {"seed": seed, "ratio": 0.4 + 0.1 * seed, "curves": curve}
+
+
+def _entry(seeds, **settings) -> dict:
+    per_seed = [_run(seed, 1.0 + 0.1 * seed) for seed in seeds]
+    return {"settings": {"rounds": 4, "seeds": list(seeds), "jobs": 2, **settings},
+            "test_structures": 30, "per_seed": per_seed}
+
+
+def test_entries_that_differ_only_in_their_seeds_merge(bench):
+    # the first entry was recorded before max_failed_fraction existed: its default applies
+    record = {"x_a": _entry([0, 1]), "x_b": _entry([2, 3], max_failed_fraction=0.05)}
+    merged = bench.merge_entries(record, "x", ["_a", "_b"])
+    assert merged["settings"]["seeds"] == [0, 1, 2, 3] and merged["merged_from"] == ["x_a",
+                                                                                   "x_b"]
+    assert merged["ratios"] == pytest.approx([0.4, 0.5, 0.6, 0.7])
+    assert merged["ratio_median"] == pytest.approx(0.55)
+    # the median curves are those of all four seeds, round by round
+    active = merged["median_curves"]["trust_band"]["test_forces_rmse_meV"]
+    expected = [1000 * np.median([1.0 + 0.1 * s for s in range(4)]) / (1 + r) ** 2
+                for r in range(4)]
+    np.testing.assert_allclose(active, expected, atol=0.01)
+
+
+def test_entries_of_other_settings_seeds_or_test_sets_are_refused(bench):
+    record = {"x_a": _entry([0, 1]), "x_lo": _entry([2], lo=0.01), "x_same": _entry([1]),
+              "x_test": {**_entry([5]), "test_structures": 31}}
+    with pytest.raises(SystemExit, match=r"differs from x_a in \['lo'\]"):
+        bench.merge_entries(record, "x", ["_a", "_lo"])
+    with pytest.raises(SystemExit, match="a seed is repeated"):
+        bench.merge_entries(record, "x", ["_a", "_same"])
+    with pytest.raises(SystemExit, match="do not share one test set"):
+        bench.merge_entries(record, "x", ["_a", "_test"])
+    with pytest.raises(SystemExit, match="no recorded multi-seed entry"):
+        bench.merge_entries(record, "x", ["_a", "_missing"])
