@@ -278,17 +278,28 @@ def merge_entries(record: dict, system: str, tags: list[str]) -> dict:
                         if settings[0].get(k) != other.get(k))
         if differ:
             raise SystemExit(f"--merge: {key} differs from {keys[0]} in {differ}")
+    test = {}
     for field in ("test_structures", "test_sha256"):
-        if len({entry[field] for entry in entries if field in entry}) > 1:
+        values = {entry[field] for entry in entries if field in entry}
+        if len(values) > 1:
             raise SystemExit(f"--merge: {keys} do not share one test set ({field})")
+        test.update({field: values.pop()} if values else {})
     per_seed = [run for entry in entries for run in entry["per_seed"]]
     seeds = [run["seed"] for run in per_seed]
     if len(set(seeds)) < len(seeds):
         raise SystemExit(f"--merge: a seed is repeated in {seeds}")
-    hashes = {entry["test_sha256"] for entry in entries if "test_sha256" in entry}
-    return {"settings": {**settings[0], "seeds": seeds}, "merged_from": keys,
-            "test_structures": entries[0]["test_structures"],
-            **({"test_sha256": hashes.pop()} if hashes else {}), **seed_summary(per_seed)}
+    return {"settings": {**settings[0], "seeds": seeds}, "merged_from": keys, **test,
+            **seed_summary(per_seed)}
+
+
+def save_entry(path: Path, key: str, entry: dict) -> None:
+    """Add ``entry`` to the results file (read just before writing: another
+    run may have added its entry meanwhile) and print it without per_seed."""
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.update({"benchmark": "active_learning", key: entry, "mlipkit": mlipkit.__version__,
+                   "torch": torch.__version__, "machine": platform.machine()})
+    path.write_text(json.dumps(record) + "\n")
+    print(json.dumps({key: {k: v for k, v in entry.items() if k != "per_seed"}}))
 
 
 def main() -> None:
@@ -344,15 +355,11 @@ def main() -> None:
         if args.system == "both" or not args.tag or args.tag in args.merge:
             raise SystemExit("--merge needs one --system and a --tag for the merged entry "
                              "that is not one of the merged ones")
-        record = json.loads(path.read_text())
         entry = {"threads": 1, "date": time.strftime("%Y-%m-%d"),
-                 **merge_entries(record, args.system, args.merge)}
-        record[args.system + args.tag] = entry
-        path.write_text(json.dumps(record) + "\n")
+                 **merge_entries(json.loads(path.read_text()), args.system, args.merge)}
         plot_seeds(entry["per_seed"], ROOT / "results" / f"active_learning_{args.system}"
                    f"{args.tag}.png")
-        print(json.dumps({args.system + args.tag: {k: v for k, v in entry.items()
-                                                    if k != "per_seed"}}))
+        save_entry(path, args.system + args.tag, entry)
         return
     if args.random_rounds is None:
         args.random_rounds = 2 * args.rounds
@@ -361,15 +368,8 @@ def main() -> None:
         date = time.strftime("%Y-%m-%d")
         result = run_system(system, args)
         # threads and date per entry: the runs of one file differ in both
-        entry = {"settings": settings, "threads": 1, "date": date, **result}
-        # read just before writing: another run may have added its entry meanwhile
-        record = json.loads(path.read_text()) if path.exists() else {}
-        record.update({"benchmark": "active_learning", system + args.tag: entry,
-                       "mlipkit": mlipkit.__version__, "torch": torch.__version__,
-                       "machine": platform.machine()})
-        path.write_text(json.dumps(record) + "\n")
-        print(json.dumps({system + args.tag: {k: v for k, v in entry.items()
-                                               if k != "per_seed"}}))
+        save_entry(path, system + args.tag,
+                   {"settings": settings, "threads": 1, "date": date, **result})
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ def run_lock(folder: Path):
     with open(folder / ".lock", "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked = True
         except BlockingIOError:
             f.seek(0)
             pid = f.read().strip()
@@ -44,7 +43,8 @@ def run_lock(folder: Path):
         except OSError as exc:  # e.g. a network file system without flock
             log.warning("cannot lock %s (%s): do not start a second loop there", folder, exc)
             locked = False
-        if locked:
+        else:
+            locked = True
             f.seek(0)
             f.truncate()
             f.write(f"{os.getpid()}\n")
