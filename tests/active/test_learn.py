@@ -174,6 +174,20 @@ def test_exploration_stops_trajectories_that_leave_the_trust_region(finished):
                                rtol=1e-5)
 
 
+def test_a_trajectory_that_leaves_at_its_first_step_leaves_no_candidate(finished):
+    # its last trusted frame would be its start: a seed label (here a float32 copy of it)
+    run, _ = finished
+    model = mlipkit.load(run / "rounds" / "round_000" / "train" / "model.safetensors")
+    starts = ase.io.read(run.parent / "starts.xyz", ":")
+    pred = predict(model, [from_atoms(a) for a in starts])
+    at_start = np.linalg.norm(pred["forces_std"], axis=1).max()
+    hi = 2 * at_start + 1e-4  # every start is inside; a 40 fs step at 1200 K is not
+    result = explore(model, starts, [1200.0], steps=5, timestep=40.0, friction=0.01,
+                     sample_every=5, hi=hi, seed=1)
+    assert result.stopped == result.trajectories == len(starts)
+    assert result.frames == [] and result.last_trusted == []
+
+
 def test_a_committee_that_distrusts_its_starts_labels_rattled_copies_of_them(tmp_path):
     # with hi this low every trajectory leaves the trust region at its first step: the
     # perfect cell (zero forces by symmetry) is its own last trusted frame, already a

@@ -5,7 +5,9 @@ batched Langevin (or, with a pressure, stochastic cell rescaling) run.
 Each step the largest atomic force deviation of each replica is checked:
 a replica above ``hi`` has left the trust region and is stopped there; its
 last frame inside the region (one step earlier) is kept as a candidate, as
-are its samples until then. Every ``sample_every`` steps the running
+are its samples until then. A replica that leaves at its first step keeps
+no such frame: one step earlier it was its start, which the seed labels
+hold already (with a float32 model, a rounded copy of it). Every ``sample_every`` steps the running
 replicas' frames become candidates, with their deviation (largest over
 the atoms) and spread (root mean square over the atoms).
 """
@@ -104,7 +106,7 @@ def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: floa
             if out:  # these left the trust region: stop them, go on with the rest
                 before = previous.to_atoms()
                 for k in out:
-                    if float(trusted[k]) <= hi:  # not a start already outside
+                    if step > 1 and float(trusted[k]) <= hi:  # not a start
                         result.last_trusted.append(len(result.frames))
                         _keep(result, before[k], float(trusted[k]),
                               float(trusted_spread[k]), temperature)
