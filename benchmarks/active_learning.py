@@ -129,7 +129,7 @@ def run_seed(system: str, args, seed: int) -> dict:
             "explore": {"temperatures": spec["temperatures"], "steps": args.steps,
                         "timestep": spec["timestep"], "sample_every": 10},
             "select": {"strategy": strategy, "per_round": args.per_round, "lo": args.lo,
-                       "hi": args.hi, "rank_by": args.rank_by},
+                       "hi": args.hi, "rank_by": args.rank_by, "by_start": args.by_start},
             "stop": {"max_rounds": rounds, "uncertain_fraction": 0.0},
             "random_seed": seed,
             "model": spec["model"],
@@ -258,7 +258,7 @@ def seed_summary(per_seed: list[dict]) -> dict:
 
 
 # settings that entries recorded before the option existed ran with
-SETTING_DEFAULTS = {"max_failed_fraction": 0.05, "rank_by": "max"}
+SETTING_DEFAULTS = {"max_failed_fraction": 0.05, "rank_by": "max", "by_start": False}
 # settings that do not change a replicate's result
 NOT_COMPARED = ("seeds", "jobs", "random_from", "summarise", "merge")
 
@@ -316,6 +316,9 @@ def main() -> None:
     parser.add_argument("--hi", type=float, default=1.0)
     parser.add_argument("--rank-by", choices=("max", "rms"), default="max",
                         help="order the band by the max or the rms force deviation")
+    parser.add_argument("--by-start", action="store_true",
+                        help="active learning: each start's band frames are ranked apart "
+                             "and the starts take turns in a round's picks")
     parser.add_argument("--max-failed-fraction", type=float, default=0.05,
                         help="stop a run when more than this fraction of a round's labels "
                              "fail for good (one of a round of 4 is 0.25)")

@@ -161,6 +161,10 @@ def test_exploration_stops_trajectories_that_leave_the_trust_region(finished):
     assert all(tight.deviation[k] <= hi for k in tight.last_trusted)
     for frame in free.frames + tight.frames:
         assert any(np.allclose(frame.positions[:2], h, rtol=0, atol=1e-9) for h in held)
+    # each frame knows its start (32 and 31 atoms), also after others were stopped
+    for result in (free, tight):
+        assert len(result.start) == len(result.frames)
+        assert [len(f) for f in result.frames] == [len(starts[k]) for k in result.start]
     above = sum(tight.deviation[k] > hi * 0.999 for k in tight.samples)
     assert tight.uncertain_fraction(hi * 0.999) == (above + tight.lost) / 24
     # max and root mean square over the atoms of the committee's force spread, by the
@@ -353,7 +357,7 @@ def _select(result: Exploration, skip=frozenset(), **select) -> list[int]:
     """Learner.select on a stand-in learner, of which it reads only the
     selection settings: two picks, band 0.05–1 eV/Å, no diversity."""
     options = {"per_round": 2, "lo": 0.05, "hi": 1.0, "diversity": False, "rank_by": "max",
-               **select}
+               "by_start": False, **select}
     learner = SimpleNamespace(config=SimpleNamespace(select=SimpleNamespace(**options)))
     learner.round_size = lambda calls_left: Learner.round_size(learner, calls_left)
     return Learner.select(learner, result, None, np.random.default_rng(0), None, skip)
@@ -391,3 +395,15 @@ def test_the_band_is_on_the_max_deviation_and_ranked_by_the_chosen_measure():
     picks = {rank_by: _select(result, strategy="trust_band", rank_by=rank_by)
              for rank_by in ("max", "rms")}
     assert picks == {"max": [1, 2], "rms": [0, 2]}
+
+
+def test_by_start_the_starts_take_turns_most_uncertain_first():
+    frames = rattled(bulk("Cu", "fcc", a=3.61, cubic=True), 6, 0.05)
+    # start 0 holds the three most uncertain frames; start 2's frame is below the band
+    result = Exploration(frames=frames, deviation=[0.9, 0.8, 0.7, 0.3, 0.2, 0.01],
+                         spread=[0.1] * 6, temperature=[300.0] * 6, start=[0, 0, 0, 1, 1, 2])
+    assert _select(result, strategy="trust_band", per_round=3) == [0, 1, 2]
+    assert _select(result, strategy="trust_band", per_round=3, by_start=True) == [0, 3, 1]
+    assert _select(result, strategy="trust_band", per_round=5, by_start=True) == [0, 3, 1, 4, 2]
+    result.deviation[3] = 0.95  # now start 1 goes first
+    assert _select(result, strategy="trust_band", per_round=3, by_start=True) == [3, 0, 4]

@@ -76,6 +76,7 @@ class SelectConfig:
     per_round: int = 16  # structures labelled per round, at most
     rank_by: str = "max"  # order the band by the max or the rms (over atoms) force deviation
     diversity: bool = True  # weigh deviation by distance to earlier picks and training data
+    by_start: bool = False  # share the band's picks among the starts, in turn
 
 
 @dataclass

@@ -30,9 +30,10 @@ from mlipkit.units import GPa
 @dataclass
 class Exploration:
     """Candidate ``frames`` with their max atomic force ``deviation`` (eV/Å),
-    its root mean square over the atoms (``spread``, eV/Å) and ``temperature``
-    (K); ``last_trusted`` indexes the frames that are a
-    stopped trajectory's last one inside the trust region (not samples);
+    its root mean square over the atoms (``spread``, eV/Å), ``temperature``
+    (K) and ``start`` (the index of the starting structure); ``last_trusted``
+    indexes the frames that are a stopped trajectory's last one inside the
+    trust region (not samples);
     ``stopped`` counts trajectories that left the trust region,
     ``trajectories`` all of them, ``lost`` the samples the stopped ones did
     not take."""
@@ -41,6 +42,7 @@ class Exploration:
     deviation: list[float] = field(default_factory=list)
     spread: list[float] = field(default_factory=list)
     temperature: list[float] = field(default_factory=list)
+    start: list[int] = field(default_factory=list)
     last_trusted: list[int] = field(default_factory=list)
     trajectories: int = 0
     stopped: int = 0
@@ -90,31 +92,31 @@ def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: floa
         integrator = _integrator(temperature, friction, pressure, run_seed)
         state = integrator.init(forcefield.evaluate(state))
         deviation, spread = _deviations(state)
-        alive = len(replicas)
+        origin = list(range(len(replicas)))  # the start of each running replica
         label = f"exploring {temperature:g} K"
         for step in tqdm(range(1, steps + 1), desc=label, disable=not progress, unit="step"):
             previous, trusted, trusted_spread = state, deviation, spread
             state = integrator.step(state, forcefield, timestep)
             deviation, spread = _deviations(state)
-            out = [k for k in range(alive) if not float(deviation[k]) <= hi]
+            out = [k for k in range(len(origin)) if not float(deviation[k]) <= hi]
             sample = step % sample_every == 0
             if sample:
                 for k, atoms in enumerate(state.to_atoms()):
                     if k not in out:
                         _keep(result, atoms, float(deviation[k]), float(spread[k]),
-                              temperature)
+                              temperature, origin[k])
             if out:  # these left the trust region: stop them, go on with the rest
                 before = previous.to_atoms()
                 for k in out:
                     if step > 1 and float(trusted[k]) <= hi:  # not a start
                         result.last_trusted.append(len(result.frames))
                         _keep(result, before[k], float(trusted[k]),
-                              float(trusted_spread[k]), temperature)
+                              float(trusted_spread[k]), temperature, origin[k])
                 result.stopped += len(out)
                 result.lost += len(out) * (steps // sample_every - step // sample_every + sample)
-                keep = [k for k in range(alive) if k not in out]
-                alive = len(keep)
-                if not alive:
+                keep = [k for k in range(len(origin)) if k not in out]
+                origin = [origin[k] for k in keep]
+                if not keep:
                     break
                 state = forcefield.evaluate(state.select(keep))
                 deviation, spread = _deviations(state)
@@ -122,12 +124,13 @@ def explore(model, starts: list[Atoms], temperatures, steps: int, timestep: floa
 
 
 def _keep(result: Exploration, atoms: Atoms, deviation: float, spread: float,
-          temperature: float) -> None:
+          temperature: float, start: int) -> None:
     atoms = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     result.frames.append(atoms)
     result.deviation.append(deviation)
     result.spread.append(spread)
     result.temperature.append(float(temperature))
+    result.start.append(start)
 
 
 def _integrator(temperature: float, friction: float, pressure: float | None, seed: int):

@@ -256,7 +256,10 @@ class Learner:
         trajectory stops early); at most ``per_round`` and the calls left in
         the budget. The band is on the max atomic force deviation; it is
         ordered by that or, with ``rank_by: rms``, by the deviation's root
-        mean square over the atoms. Frames in ``skip`` are left out."""
+        mean square over the atoms. With ``by_start`` each start's frames
+        are ranked apart and the starts take turns, the most uncertain
+        first, so that no start's structures take a whole round. Frames in
+        ``skip`` are left out."""
         s = self.config.select
         count = self.round_size(calls_left)
         if s.strategy == "random":
@@ -275,9 +278,17 @@ class Learner:
                                            self.store.labelled(TRAINING_ORIGINS))
                 features, labelled = rows[:len(band)], rows[len(band):]
             ranking = np.asarray(result.spread if s.rank_by == "rms" else result.deviation)
-            picks = trust_band(np.asarray(result.deviation)[band], s.lo, s.hi,
-                               count - len(chosen), features, labelled, ranking[band])
-            chosen += band[picks].tolist()
+            deviation, left = np.asarray(result.deviation), count - len(chosen)
+            groups = [np.arange(len(band))]
+            if s.by_start:  # each start's band, the most uncertain start first
+                starts = np.asarray(result.start)[band]
+                groups = sorted((np.nonzero(starts == k)[0] for k in np.unique(starts)),
+                                key=lambda g: -ranking[band[g]].max())
+            ranked = [g[trust_band(deviation[band[g]], s.lo, s.hi, left,
+                                   None if features is None else features[g], labelled,
+                                   ranking[band[g]])] for g in groups]
+            turns = [g[i] for i in range(left) for g in ranked if i < len(g)]
+            chosen += band[turns[:left]].tolist()
         return chosen
 
     # -- the loop ------------------------------------------------------------
