@@ -37,12 +37,10 @@ benchmarks/results/active_learning_SYSTEM.png.
 from __future__ import annotations
 
 import argparse
-import filecmp
 import hashlib
 import json
 import multiprocessing
 import platform
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -121,6 +119,9 @@ def run_seed(system: str, args, seed: int) -> dict:
     folder = args.output / (system + args.tag)
     histories = {}
     for strategy, rounds in (("trust_band", args.rounds), ("random", args.random_rounds)):
+        if strategy == "random" and args.random_runs:  # recorded: see run_system
+            histories[strategy] = args.random_runs[seed]
+            continue
         config = LearnConfig.from_dict({
             "structures": str(folder / "starts.xyz"), "test": str(folder / "test.xyz"),
             "oracle": spec["oracle"],
@@ -129,7 +130,8 @@ def run_seed(system: str, args, seed: int) -> dict:
             "explore": {"temperatures": spec["temperatures"], "steps": args.steps,
                         "timestep": spec["timestep"], "sample_every": 10},
             "select": {"strategy": strategy, "per_round": args.per_round, "lo": args.lo,
-                       "hi": args.hi, "rank_by": args.rank_by, "by_start": args.by_start},
+                       "hi": args.hi, "rank_by": args.rank_by, "by_start": args.by_start,
+                       "by_temperature": args.by_temperature},
             "stop": {"max_rounds": rounds, "uncertain_fraction": 0.0},
             "random_seed": seed,
             "model": spec["model"],
@@ -228,16 +230,7 @@ def run_system(system: str, args) -> dict:
     test_file = folder / "test.xyz"
     if not test_file.exists():
         ase.io.write(test_file, oracle_md(system, args.test_per_run, seed=99))
-    if args.random_from:  # finished random runs of another entry: learn() finds them done
-        for seed in args.seeds:
-            source = args.output / (system + args.random_from) / f"seed{seed}" / "random"
-            if not (source / "history.json").exists():
-                raise SystemExit(f"--random-from: no finished random run in {source}")
-            if not filecmp.cmp(source.parents[1] / "test.xyz", test_file, shallow=False):
-                raise SystemExit(f"--random-from: {source.parents[1]} has another test set")
-            target = folder / f"seed{seed}" / "random"
-            if not target.exists():
-                shutil.copytree(source, target)
+    args.random_runs = recorded_random_runs(system, args, test_file) if args.random_from else {}
     if args.jobs > 1 and len(args.seeds) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(args.jobs, len(args.seeds)), mp_context=context) as pool:
@@ -251,6 +244,34 @@ def run_system(system: str, args) -> dict:
             **seed_summary(per_seed)}
 
 
+# the settings a random-selection run depends on
+RANDOM_SETTINGS = ("random_rounds", "per_round", "steps", "members", "epochs", "hi",
+                   "max_failed_fraction", "test_per_run", "rattle")
+
+
+def recorded_random_runs(system: str, args, test_file: Path) -> dict[int, list[dict]]:
+    """Each seed's random-selection history from the recorded entry
+    SYSTEM+--random-from, which must share the test set and the settings
+    random selection depends on (its runs are deterministic given those)."""
+    key = system + args.random_from
+    entry = json.loads((ROOT / "results" / "active_learning.json").read_text()).get(key)
+    if entry is None or "per_seed" not in entry:
+        raise SystemExit(f"--random-from: no recorded multi-seed entry {key}")
+    if entry.get("test_sha256") != hashlib.sha256(test_file.read_bytes()).hexdigest():
+        raise SystemExit(f"--random-from: {key} has another test set")
+    recorded = {**SETTING_DEFAULTS, **entry["settings"]}
+    differ = [k for k in RANDOM_SETTINGS if recorded.get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--random-from: {key} differs in {differ}")
+    runs = {run["seed"]: run for run in entry["per_seed"]}
+    missing = sorted(set(args.seeds) - set(runs))
+    if missing:
+        raise SystemExit(f"--random-from: {key} has no seeds {missing}")
+    return {seed: [*runs[seed]["curves"]["random"][:-1],
+                   {**runs[seed]["curves"]["random"][-1],
+                    "elapsed_s": runs[seed]["wall_s"]["random"]}] for seed in args.seeds}
+
+
 def seed_summary(per_seed: list[dict]) -> dict:
     ratios = [run["ratio"] for run in per_seed]
     return {"ratios": ratios, "ratio_median": float(np.median(ratios)),
@@ -258,7 +279,8 @@ def seed_summary(per_seed: list[dict]) -> dict:
 
 
 # settings that entries recorded before the option existed ran with
-SETTING_DEFAULTS = {"max_failed_fraction": 0.05, "rank_by": "max", "by_start": False}
+SETTING_DEFAULTS = {"max_failed_fraction": 0.05, "rank_by": "max", "by_start": False,
+                    "by_temperature": False}
 # settings that do not change a replicate's result
 NOT_COMPARED = ("seeds", "jobs", "random_from", "summarise", "merge")
 
@@ -280,10 +302,11 @@ def merge_entries(record: dict, system: str, tags: list[str]) -> dict:
             raise SystemExit(f"--merge: {key} differs from {keys[0]} in {differ}")
     test = {}
     for field in ("test_structures", "test_sha256"):
-        values = {entry[field] for entry in entries if field in entry}
-        if len(values) > 1:
+        values = {entry.get(field) for entry in entries}
+        if len(values - {None}) > 1:
             raise SystemExit(f"--merge: {keys} do not share one test set ({field})")
-        test.update({field: values.pop()} if values else {})
+        if None not in values:  # an entry that does not record it cannot vouch for it
+            test[field] = values.pop()
     per_seed = [run for entry in entries for run in entry["per_seed"]]
     seeds = [run["seed"] for run in per_seed]
     if len(set(seeds)) < len(seeds):
@@ -319,6 +342,9 @@ def main() -> None:
     parser.add_argument("--by-start", action="store_true",
                         help="active learning: each start's band frames are ranked apart "
                              "and the starts take turns in a round's picks")
+    parser.add_argument("--by-temperature", action="store_true",
+                        help="active learning: the same for the temperatures (with "
+                             "--by-start: for each trajectory)")
     parser.add_argument("--max-failed-fraction", type=float, default=0.05,
                         help="stop a run when more than this fraction of a round's labels "
                              "fail for good (one of a round of 4 is 0.25)")
@@ -331,9 +357,9 @@ def main() -> None:
                         help="replicates run at once, in processes; each runs on one thread")
     parser.add_argument("--tag", default="", help="suffix of the result keys and files")
     parser.add_argument("--random-from", default="", metavar="TAG",
-                        help="reuse the random-selection runs of the entry with this tag "
-                             "(same system, seeds and test set) instead of running them; "
-                             "its settings, not these, describe them")
+                        help="take the random-selection curves of these seeds from the "
+                             "recorded entry SYSTEM+TAG (same test set and the settings "
+                             "random selection depends on) instead of running them")
     parser.add_argument("--output", type=Path, default=Path("runs/active_learning"))
     parser.add_argument("--merge", nargs="+", metavar="TAG",
                         help="record the entry SYSTEM+--tag from the recorded multi-seed "

@@ -60,3 +60,13 @@ def test_entries_of_other_settings_seeds_or_test_sets_are_refused(bench):
         bench.merge_entries(record, "x", ["_a", "_test"])
     with pytest.raises(SystemExit, match="no recorded multi-seed entry"):
         bench.merge_entries(record, "x", ["_a", "_missing"])
+
+
+def test_a_test_set_hash_is_recorded_only_when_every_entry_records_it(bench):
+    record = {"x_a": _entry([0]), "x_b": {**_entry([1]), "test_sha256": "0fbf"},
+              "x_c": {**_entry([2]), "test_sha256": "0fbf"},
+              "x_d": {**_entry([3]), "test_sha256": "e2a9"}}
+    assert "test_sha256" not in bench.merge_entries(record, "x", ["_a", "_b"])
+    assert bench.merge_entries(record, "x", ["_b", "_c"])["test_sha256"] == "0fbf"
+    with pytest.raises(SystemExit, match=r"do not share one test set \(test_sha256\)"):
+        bench.merge_entries(record, "x", ["_a", "_b", "_d"])

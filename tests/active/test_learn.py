@@ -357,7 +357,7 @@ def _select(result: Exploration, skip=frozenset(), **select) -> list[int]:
     """Learner.select on a stand-in learner, of which it reads only the
     selection settings: two picks, band 0.05–1 eV/Å, no diversity."""
     options = {"per_round": 2, "lo": 0.05, "hi": 1.0, "diversity": False, "rank_by": "max",
-               "by_start": False, **select}
+               "by_start": False, "by_temperature": False, **select}
     learner = SimpleNamespace(config=SimpleNamespace(select=SimpleNamespace(**options)))
     learner.round_size = lambda calls_left: Learner.round_size(learner, calls_left)
     return Learner.select(learner, result, None, np.random.default_rng(0), None, skip)
@@ -407,3 +407,14 @@ def test_by_start_the_starts_take_turns_most_uncertain_first():
     assert _select(result, strategy="trust_band", per_round=5, by_start=True) == [0, 3, 1, 4, 2]
     result.deviation[3] = 0.95  # now start 1 goes first
     assert _select(result, strategy="trust_band", per_round=3, by_start=True) == [3, 0, 4]
+
+
+def test_by_temperature_the_temperatures_take_turns_and_with_by_start_the_trajectories():
+    frames = rattled(bulk("Cu", "fcc", a=3.61, cubic=True), 6, 0.05)
+    result = Exploration(frames=frames, deviation=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+                         spread=[0.1] * 6, temperature=[300.0, 300.0, 600.0, 300.0, 600.0, 600.0],
+                         start=[0, 1, 0, 1, 0, 1])
+    assert _select(result, strategy="trust_band", per_round=4, by_temperature=True) == [0, 2, 1, 4]
+    # trajectories (0, 300 K): 0; (1, 300 K): 1, 3; (0, 600 K): 2, 4; (1, 600 K): 5
+    assert _select(result, strategy="trust_band", per_round=5, by_start=True,
+                   by_temperature=True) == [0, 1, 2, 5, 3]

@@ -77,6 +77,7 @@ class SelectConfig:
     rank_by: str = "max"  # order the band by the max or the rms (over atoms) force deviation
     diversity: bool = True  # weigh deviation by distance to earlier picks and training data
     by_start: bool = False  # share the band's picks among the starts, in turn
+    by_temperature: bool = False  # ... among the temperatures (with by_start: trajectories)
 
 
 @dataclass

@@ -258,7 +258,9 @@ class Learner:
         ordered by that or, with ``rank_by: rms``, by the deviation's root
         mean square over the atoms. With ``by_start`` each start's frames
         are ranked apart and the starts take turns, the most uncertain
-        first, so that no start's structures take a whole round. Frames in
+        first, so that no start's structures take a whole round;
+        ``by_temperature`` does the same for the temperatures, and both
+        together for each trajectory (start and temperature). Frames in
         ``skip`` are left out."""
         s = self.config.select
         count = self.round_size(calls_left)
@@ -280,9 +282,13 @@ class Learner:
             ranking = np.asarray(result.spread if s.rank_by == "rms" else result.deviation)
             deviation, left = np.asarray(result.deviation), count - len(chosen)
             groups = [np.arange(len(band))]
-            if s.by_start:  # each start's band, the most uncertain start first
-                starts = np.asarray(result.start)[band]
-                groups = sorted((np.nonzero(starts == k)[0] for k in np.unique(starts)),
+            if s.by_start or s.by_temperature:  # each group's band, the most uncertain first
+                members: dict[tuple, list[int]] = {}
+                for i, k in enumerate(band):
+                    members.setdefault((result.start[k] if s.by_start else 0,
+                                        result.temperature[k] if s.by_temperature else 0),
+                                       []).append(i)
+                groups = sorted((np.array(members[key]) for key in sorted(members)),
                                 key=lambda g: -ranking[band[g]].max())
             ranked = [g[trust_band(deviation[band[g]], s.lo, s.hi, left,
                                    None if features is None else features[g], labelled,
