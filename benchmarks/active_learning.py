@@ -1,7 +1,9 @@
 """Active learning against random selection, at equal test error.
 
 Two systems, each with a held-out test set labelled by its own oracle from
-independent oracle MD (ASE Langevin) at the exploration temperatures:
+independent oracle MD (ASE Langevin) at the exploration temperatures, made
+once into benchmarks/data/active_learning_test_SYSTEM_N.xyz (N frames per
+start and temperature) and reused from there:
 
 - ``cu``: EMT copper: a 32-atom bulk cell, the same with a vacancy, and a
   (100) slab; 300–1,200 K;
@@ -41,6 +43,7 @@ import hashlib
 import json
 import multiprocessing
 import platform
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -98,6 +101,17 @@ def oracle_md(system: str, per_run: int, seed: int) -> list[Atoms]:
                 frames.append(Atoms(atoms.numbers, atoms.positions, cell=atoms.cell,
                                     pbc=atoms.pbc))
     return frames
+
+
+def test_set(system: str, per_run: int) -> Path:
+    """The held-out frames, kept in benchmarks/data once made, so that every
+    run scores on the same frames: oracle MD is chaotic, and the ethanol
+    frames made on another machine once differed from these."""
+    path = ROOT / "data" / f"active_learning_test_{system}_{per_run}.xyz"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        ase.io.write(path, oracle_md(system, per_run, seed=99))
+    return path
 
 
 def calls_to_reach(history: list[dict], target: float) -> float | None:
@@ -229,7 +243,7 @@ def run_system(system: str, args) -> dict:
     ase.io.write(folder / "starts.xyz", starts(system))
     test_file = folder / "test.xyz"
     if not test_file.exists():
-        ase.io.write(test_file, oracle_md(system, args.test_per_run, seed=99))
+        shutil.copyfile(test_set(system, args.test_per_run), test_file)
     args.random_runs = recorded_random_runs(system, args, test_file) if args.random_from else {}
     if args.jobs > 1 and len(args.seeds) > 1:
         context = multiprocessing.get_context("spawn")
