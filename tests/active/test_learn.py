@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,31 @@ def test_rounds_add_labels_and_the_test_error_falls(finished):
     # running the finished command again changes nothing
     assert learn(load_learn_config(run.parent / "learn.yaml"), progress=False) == last
     assert LabelStore(run / "labels.db").counts()["ok"] == 30
+
+
+def test_a_raised_limit_extends_a_finished_run(finished, tmp_path):
+    run, last = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    config = run.parent / "learn.yaml"
+    model = copy / "rounds" / "round_002" / "train" / "model.safetensors"
+    trained = model.stat().st_mtime_ns
+    extended = learn(load_learn_config(config, [f"output={copy}", "stop.max_rounds=4"]),
+                     progress=False)
+    history = json.loads((copy / "history.json").read_text())
+    assert [h["round"] for h in history] == [0, 1, 2, 3] and extended == history[-1]
+    assert extended["stop"] == "4 rounds done" and extended["oracle_calls"] == 28
+    # round 2 kept its committee and test error, and now explored and selected
+    assert model.stat().st_mtime_ns == trained
+    assert "stop" not in history[2] and history[2]["selected"] == 6
+    assert history[2]["test_forces_rmse"] == last["test_forces_rmse"]
+    assert LabelStore(copy / "labels.db").counts()["ok"] == 36  # 30 + 6, none repeated
+    # a run that stopped on its own (here: nothing left to select) stays stopped
+    history[-1].update(selected=0, stop="nothing to select")
+    (copy / "history.json").write_text(json.dumps(history))
+    again = learn(load_learn_config(config, [f"output={copy}", "stop.max_rounds=5"]),
+                  progress=False)
+    assert again["stop"] == "nothing to select" and again["round"] == 3
 
 
 def test_status_and_export_read_a_run_without_running_it(finished, tmp_path, capsys):

@@ -14,7 +14,9 @@ Run folder::
 Everything a round decides is written before it is acted on (the selected
 structures before they are queued, each label the moment it arrives), so
 running the same command after an interruption, even a kill -9, carries on
-where it stopped without repeating a finished oracle call.
+where it stopped without repeating a finished oracle call. A run stopped
+by a limit (rounds, calls, time, target error) goes on when that limit is
+raised.
 """
 
 from __future__ import annotations
@@ -313,6 +315,12 @@ class Learner:
                 if c.test:
                     self.add_test(read_structures(c.test))
             self.label(executor, 0)
+            last = self.history[-1] if self.history else {}
+            if ("stop" in last and "selected" not in last
+                    and self.stop_reason(last["round"], last, start) is None):
+                # a limit stopped it before exploring and has been raised since: that
+                # round (its model and test error kept) explores now
+                self.history.pop()
             r = len(self.history)
             while True:
                 if self.history and self.history[-1].get("stop"):
