@@ -7,9 +7,10 @@ a replica above ``hi`` has left the trust region and is stopped there; its
 last frame inside the region (one step earlier) is kept as a candidate, as
 are its samples until then. A replica that leaves at its first step keeps
 no such frame: one step earlier it was its start, which the seed labels
-hold already (with a float32 model, a rounded copy of it). Every ``sample_every`` steps the running
-replicas' frames become candidates, with their deviation (largest over
-the atoms) and spread (root mean square over the atoms).
+hold already (with a float32 model, a rounded copy of it). Every
+``sample_every`` steps the running replicas' frames become candidates,
+with their deviation (largest over the atoms) and spread (root mean square
+over the atoms).
 """
 
 from __future__ import annotations
