@@ -271,7 +271,9 @@ def recorded_random_runs(system: str, args, test_file: Path) -> dict[int, list[d
     entry = json.loads((ROOT / "results" / "active_learning.json").read_text()).get(key)
     if entry is None or "per_seed" not in entry:
         raise SystemExit(f"--random-from: no recorded multi-seed entry {key}")
-    if entry.get("test_sha256") != hashlib.sha256(test_file.read_bytes()).hexdigest():
+    if "test_sha256" not in entry:
+        raise SystemExit(f"--random-from: {key} records no test-set hash")
+    if entry["test_sha256"] != hashlib.sha256(test_file.read_bytes()).hexdigest():
         raise SystemExit(f"--random-from: {key} has another test set")
     recorded = {**SETTING_DEFAULTS, **entry["settings"]}
     differ = [k for k in RANDOM_SETTINGS if recorded.get(k) != getattr(args, k)]

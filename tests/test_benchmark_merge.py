@@ -1,10 +1,15 @@
 """benchmarks/active_learning.py --merge: entries of one setting that differ
-only in their seeds become one entry; anything else is refused."""
+only in their seeds become one entry; anything else is refused. --random-from
+reads another entry's random-selection curves only where nothing they
+depend on differs."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -70,3 +75,33 @@ def test_a_test_set_hash_is_recorded_only_when_every_entry_records_it(bench):
     assert bench.merge_entries(record, "x", ["_b", "_c"])["test_sha256"] == "0fbf"
     with pytest.raises(SystemExit, match=r"do not share one test set \(test_sha256\)"):
         bench.merge_entries(record, "x", ["_a", "_b", "_d"])
+
+
+def test_random_from_reads_recorded_curves_of_the_same_test_set_and_settings(bench, tmp_path,
+                                                                           monkeypatch):
+    test = tmp_path / "test.xyz"
+    test.write_text("frames")
+    sha = hashlib.sha256(b"frames").hexdigest()
+    settings = {"random_rounds": 8, "per_round": 4, "steps": 200, "members": 3, "epochs": 200,
+                "hi": 1.0, "test_per_run": 10, "rattle": 3}
+    runs = [{**_run(seed, 1.0), "wall_s": {"trust_band": 1.0, "random": 60.0 + seed}}
+            for seed in (0, 1)]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "active_learning.json").write_text(json.dumps({
+        "x_a": {"settings": settings, "test_sha256": sha, "per_seed": runs},
+        "x_nohash": {"settings": settings, "per_seed": runs},
+        "x_other": {"settings": settings, "test_sha256": "0" * 64, "per_seed": runs}}))
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    args = SimpleNamespace(random_from="_a", seeds=[1], max_failed_fraction=0.05, **settings)
+    curves = bench.recorded_random_runs("x", args, test)
+    assert list(curves) == [1] and len(curves[1]) == 8
+    assert curves[1][-1]["elapsed_s"] == 61.0  # the run's own time, for the entry's wall_s
+    assert curves[1][:-1] == runs[1]["curves"]["random"][:-1]
+    for tag, changes, message in (("_nohash", {}, "records no test-set hash"),
+                                  ("_other", {}, "has another test set"),
+                                  ("_a", {"per_round": 8}, r"differs in \['per_round'\]"),
+                                  ("_a", {"seeds": [2]}, r"has no seeds \[2\]"),
+                                  ("_none", {}, "no recorded multi-seed entry")):
+        with pytest.raises(SystemExit, match=message):
+            bench.recorded_random_runs("x", SimpleNamespace(**{**vars(args), "random_from": tag,
+                                                               **changes}), test)
