@@ -106,7 +106,7 @@ def oracle_md(system: str, per_run: int, seed: int) -> list[Atoms]:
 def test_set(system: str, per_run: int) -> Path:
     """The held-out frames, kept in benchmarks/data once made, so that every
     run scores on the same frames: oracle MD is chaotic, and the ethanol
-    frames made on another machine once differed from these."""
+    frames of one earlier run differed from these."""
     path = ROOT / "data" / f"active_learning_test_{system}_{per_run}.xyz"
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
