@@ -244,7 +244,8 @@ def run_system(system: str, args) -> dict:
     test_file = folder / "test.xyz"
     if not test_file.exists():
         shutil.copyfile(test_set(system, args.test_per_run), test_file)
-    args.random_runs = recorded_random_runs(system, args, test_file) if args.random_from else {}
+    test_sha256 = hashlib.sha256(test_file.read_bytes()).hexdigest()
+    args.random_runs = recorded_random_runs(system, args, test_sha256) if args.random_from else {}
     if args.jobs > 1 and len(args.seeds) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(args.jobs, len(args.seeds)), mp_context=context) as pool:
@@ -254,7 +255,7 @@ def run_system(system: str, args) -> dict:
         per_seed = [run_seed(system, args, seed) for seed in args.seeds]
     plot_seeds(per_seed, ROOT / "results" / f"active_learning_{system}{args.tag}.png")
     return {"test_structures": len(ase.io.read(test_file, ":")),
-            "test_sha256": hashlib.sha256(test_file.read_bytes()).hexdigest(),
+            "test_sha256": test_sha256,
             **seed_summary(per_seed)}
 
 
@@ -263,7 +264,7 @@ RANDOM_SETTINGS = ("random_rounds", "per_round", "steps", "members", "epochs", "
                    "max_failed_fraction", "test_per_run", "rattle")
 
 
-def recorded_random_runs(system: str, args, test_file: Path) -> dict[int, list[dict]]:
+def recorded_random_runs(system: str, args, test_sha256: str) -> dict[int, list[dict]]:
     """Each seed's random-selection history from the recorded entry
     SYSTEM+--random-from, which must share the test set and the settings
     random selection depends on (its runs are deterministic given those)."""
@@ -273,7 +274,7 @@ def recorded_random_runs(system: str, args, test_file: Path) -> dict[int, list[d
         raise SystemExit(f"--random-from: no recorded multi-seed entry {key}")
     if "test_sha256" not in entry:
         raise SystemExit(f"--random-from: {key} records no test-set hash")
-    if entry["test_sha256"] != hashlib.sha256(test_file.read_bytes()).hexdigest():
+    if entry["test_sha256"] != test_sha256:
         raise SystemExit(f"--random-from: {key} has another test set")
     recorded = {**SETTING_DEFAULTS, **entry["settings"]}
     differ = [k for k in RANDOM_SETTINGS if recorded.get(k) != getattr(args, k)]

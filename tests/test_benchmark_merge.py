@@ -79,16 +79,14 @@ def test_a_test_set_hash_is_recorded_only_when_every_entry_records_it(bench):
 
 def test_random_from_reads_recorded_curves_of_the_same_test_set_and_settings(bench, tmp_path,
                                                                            monkeypatch):
-    test = tmp_path / "test.xyz"
-    test.write_text("frames")
-    sha = hashlib.sha256(b"frames").hexdigest()
+    test = hashlib.sha256(b"frames").hexdigest()
     settings = {"random_rounds": 8, "per_round": 4, "steps": 200, "members": 3, "epochs": 200,
                 "hi": 1.0, "test_per_run": 10, "rattle": 3}
     runs = [{**_run(seed, 1.0), "wall_s": {"trust_band": 1.0, "random": 60.0 + seed}}
             for seed in (0, 1)]
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "active_learning.json").write_text(json.dumps({
-        "x_a": {"settings": settings, "test_sha256": sha, "per_seed": runs},
+        "x_a": {"settings": settings, "test_sha256": test, "per_seed": runs},
         "x_nohash": {"settings": settings, "per_seed": runs},
         "x_other": {"settings": settings, "test_sha256": "0" * 64, "per_seed": runs}}))
     monkeypatch.setattr(bench, "ROOT", tmp_path)
