@@ -44,6 +44,7 @@ import json
 import multiprocessing
 import platform
 import shutil
+import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -332,9 +333,27 @@ def merge_entries(record: dict, system: str, tags: list[str]) -> dict:
             **seed_summary(per_seed)}
 
 
+def provenance() -> dict:
+    """The commit (``-dirty`` with uncommitted changes) and CPU model this
+    entry was recorded with; a merged entry's are those of the merge."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return {"commit": commit, "cpu": cpu}
+
+
 def save_entry(path: Path, key: str, entry: dict) -> None:
     """Add ``entry`` to the results file (read just before writing: another
     run may have added its entry meanwhile) and print it without per_seed."""
+    entry = {**entry, **provenance()}
     record = json.loads(path.read_text()) if path.exists() else {}
     record.update({"benchmark": "active_learning", key: entry, "mlipkit": mlipkit.__version__,
                    "torch": torch.__version__, "machine": platform.machine()})

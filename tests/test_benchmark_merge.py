@@ -103,3 +103,13 @@ def test_random_from_reads_recorded_curves_of_the_same_test_set_and_settings(ben
         with pytest.raises(SystemExit, match=message):
             bench.recorded_random_runs("x", SimpleNamespace(**{**vars(args), "random_from": tag,
                                                                **changes}), test)
+
+
+def test_a_saved_entry_records_the_commit_and_cpu(bench, tmp_path, capsys):
+    path = tmp_path / "results.json"
+    bench.save_entry(path, "cu_x", {"ratio_median": 0.5})
+    entry = json.loads(path.read_text())["cu_x"]
+    head = bench.subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SCRIPT.parent,
+                                capture_output=True, text=True).stdout.strip()
+    assert entry["commit"].removesuffix("-dirty") == head
+    assert entry["cpu"] and entry["ratio_median"] == 0.5
