@@ -334,13 +334,15 @@ def merge_entries(record: dict, system: str, tags: list[str]) -> dict:
 
 
 def provenance() -> dict:
-    """The commit (``-dirty`` with uncommitted changes) and CPU model this
-    entry was recorded with; a merged entry's are those of the merge."""
+    """The commit (``-dirty`` with uncommitted changes other than the
+    results) and CPU model this entry was recorded with; a merged entry's
+    are those of the merge."""
     def git(*command: str) -> str:
         return subprocess.run(["git", *command], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    if git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+           ":(top,exclude)benchmarks/results"):
         commit += "-dirty"
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
