@@ -338,8 +338,11 @@ def provenance() -> dict:
     results) and CPU model this entry was recorded with; a merged entry's
     are those of the merge."""
     def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
+        try:  # without git an hour's runs must still be saved
+            return subprocess.run(["git", *command], cwd=ROOT, capture_output=True,
+                                  text=True).stdout.strip()
+        except OSError:
+            return ""
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     if git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
            ":(top,exclude)benchmarks/results"):
