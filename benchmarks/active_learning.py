@@ -127,6 +127,12 @@ def calls_to_reach(history: list[dict], target: float) -> float | None:
     return None
 
 
+def training(members: int, epochs: int, seed: int) -> dict:
+    """The committee's training settings, the same for every run of a seed."""
+    return {"ensemble": members, "max_epochs": epochs, "batch_size": 4, "lr": 3e-3,
+            "warmup_epochs": 0, "early_stopping_patience": 40, "seed": seed}
+
+
 def run_seed(system: str, args, seed: int) -> dict:
     """Both strategies for one seed; each run's history and wall time."""
     torch.set_num_threads(1)
@@ -150,9 +156,7 @@ def run_seed(system: str, args, seed: int) -> dict:
             "stop": {"max_rounds": rounds, "uncertain_fraction": 0.0},
             "random_seed": seed,
             "model": spec["model"],
-            "training": {"ensemble": args.members, "max_epochs": args.epochs,
-                         "batch_size": 4, "lr": 3e-3, "warmup_epochs": 0,
-                         "early_stopping_patience": 40, "seed": seed},
+            "training": training(args.members, args.epochs, seed),
             "output": str(folder / f"seed{seed}" / strategy)})
         learn(config, progress=False)
         histories[strategy] = json.loads(
@@ -360,7 +364,7 @@ def save_entry(path: Path, key: str, entry: dict) -> None:
     run may have added its entry meanwhile) and print it without per_seed."""
     entry = {**entry, **provenance()}
     record = json.loads(path.read_text()) if path.exists() else {}
-    record.update({"benchmark": "active_learning", key: entry, "mlipkit": mlipkit.__version__,
+    record.update({"benchmark": path.stem, key: entry, "mlipkit": mlipkit.__version__,
                    "torch": torch.__version__, "machine": platform.machine()})
     path.write_text(json.dumps(record) + "\n")
     print(json.dumps({key: {k: v for k, v in entry.items() if k != "per_seed"}}))
