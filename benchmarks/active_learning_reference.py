@@ -13,11 +13,12 @@ not count, so it is a reference, not a strategy one could afford with an
 expensive oracle: it shows how each strategy's labels compare with labels
 drawn from the distribution the test set comes from.
 
-For every seed of the recorded entry SYSTEM+TAG it records the curve and
-the calls this reference needs to reach active learning's final error (and
-active learning's calls over those) in
+For every seed of the recorded entry SYSTEM+TAG it records the curve and,
+for each strategy, the calls this reference needs to reach the strategy's
+final error and the strategy's calls over those (with their medians) in
 benchmarks/results/active_learning_reference.json, and draws the median
 curves of all three in benchmarks/results/active_learning_reference_SYSTEM.png.
+A run cut short goes on where it stopped when the command is given again.
 
     python benchmarks/active_learning_reference.py --system ethanol
         --tag _steps1000_seeds0to3_r4_random60 --jobs 2
@@ -60,11 +61,13 @@ RESULTS = ROOT / "results" / "active_learning_reference.json"
 VALID_FRACTION = {f.name: f.default for f in dataclasses.fields(LearnConfig)}["valid_fraction"]
 
 
-def labelled(frames, oracle: Oracle, path: Path) -> int:
+def labelled(frames, oracle: Oracle, path: Path, seconds: float = 0.0) -> dict:
     """Label ``frames`` with the oracle into extxyz at ``path`` (once; kept
-    there); returns the number of frames the oracle failed on (left out)."""
+    there); returns the number of frames the oracle failed on (left out) and
+    the seconds spent, ``seconds`` (making the frames) included."""
     if path.exists():
-        return int(json.loads(path.with_suffix(".json").read_text())["failed"])
+        return json.loads(path.with_suffix(".json").read_text())
+    start = time.perf_counter()
     good, failed = [], 0
     for atoms in frames:
         label = oracle.label(atoms)
@@ -77,9 +80,10 @@ def labelled(frames, oracle: Oracle, path: Path) -> int:
                                               else {"stress": label.stress}))
         good.append(atoms)
     ase.io.write(path.with_suffix(".part.xyz"), good)
-    path.with_suffix(".json").write_text(json.dumps({"failed": failed}))
+    info = {"failed": failed, "seconds": seconds + time.perf_counter() - start}
+    path.with_suffix(".json").write_text(json.dumps(info))
     path.with_suffix(".part.xyz").rename(path)  # whole or not at all
-    return failed
+    return info
 
 
 def reference_curve(system: str, settings: dict, seed: int, sizes: list[int],
@@ -87,25 +91,26 @@ def reference_curve(system: str, settings: dict, seed: int, sizes: list[int],
     """One seed's curve: test force RMSE after training on N oracle-MD frames."""
     torch.set_num_threads(1)
     spec = SYSTEMS[system]
-    start = time.perf_counter()
     runs = len(starts(system)) * len(spec["temperatures"])
     here = folder / f"seed{seed}"
     here.mkdir(parents=True, exist_ok=True)
     pool_file = here / "pool.xyz"
-    failed = 0 if pool_file.exists() else labelled(
-        oracle_md(system, -(-max(sizes) // runs), seed=1000 + seed), Oracle(**spec["oracle"]),
-        pool_file)
+    start, frames = time.perf_counter(), []
+    if not pool_file.exists():
+        frames = oracle_md(system, -(-max(sizes) // runs), seed=1000 + seed)
+    made = labelled(frames, Oracle(**spec["oracle"]), pool_file, time.perf_counter() - start)
     pool = ase.io.read(pool_file, ":")
     if len(pool) < max(sizes):
         raise SystemExit(f"{system} seed {seed}: {len(pool)} labelled frames, fewer than "
                          f"{max(sizes)}")
     order = np.random.default_rng(seed).permutation(len(pool))
-    curve = []
+    curve, seconds = [], made["seconds"]
     for n in sizes:
         out = here / f"n{n}"
         if not (out / "metrics.json").exists():  # a size cut short starts again
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
+            start = time.perf_counter()
             ase.io.write(out / "train.xyz", [pool[k] for k in order[:n]])
             train(RunConfig.from_dict({
                 "data": {"train": str(out / "train.xyz"), "valid_fraction": VALID_FRACTION,
@@ -113,21 +118,27 @@ def reference_curve(system: str, settings: dict, seed: int, sizes: list[int],
                 "model": spec["model"],
                 "training": training(settings["members"], settings["epochs"], seed),
                 "output": str(out / "train")}), progress=False)
-            shutil.copyfile(out / "train" / "metrics.json", out / "metrics.json")
+            metrics = json.loads((out / "train" / "metrics.json").read_text())
+            metrics["seconds"] = time.perf_counter() - start
+            (out / "metrics.json").write_text(json.dumps(metrics))
         metrics = json.loads((out / "metrics.json").read_text())
+        seconds += metrics["seconds"]
         curve.append({"oracle_calls": n, "test_forces_rmse": metrics["test"]["forces_rmse"]})
-    return {"seed": seed, "curve": curve, "md_failed_labels": failed,
-            "wall_s": round(time.perf_counter() - start, 1)}
+    return {"seed": seed, "curve": curve, "md_failed_labels": made["failed"],
+            "wall_s": round(seconds, 1)}
 
 
 def compare(reference: dict, run: dict) -> dict:
-    """Calls to active learning's final error: active's, the reference's
-    (None if its curve never gets there) and their ratio."""
-    active = run["curves"]["trust_band"]
-    target = active[-1]["test_forces_rmse"]
-    ours, theirs = calls_to_reach(active, target), calls_to_reach(reference["curve"], target)
-    return {"target_forces_rmse": target, "active_calls": ours, "reference_calls": theirs,
-            "ratio": None if theirs is None else ours / theirs}
+    """For each strategy of ``run``: its final error, its calls to it, the
+    reference's (None if its curve never gets there) and their ratio."""
+    out = {}
+    for strategy, history in run["curves"].items():
+        target = history[-1]["test_forces_rmse"]
+        ours = calls_to_reach(history, target)
+        theirs = calls_to_reach(reference["curve"], target)
+        out[strategy] = {"target_forces_rmse": target, "calls": ours, "reference_calls": theirs,
+                         "ratio": None if theirs is None else ours / theirs}
+    return out
 
 
 def plot(entry: dict, references: list[dict], path: Path, title: str) -> None:
@@ -181,10 +192,10 @@ def main() -> None:
     if "test_sha256" in entry:  # the frames the entry was scored on
         if hashlib.sha256(test_file.read_bytes()).hexdigest() != entry["test_sha256"]:
             raise SystemExit(f"{test_file} is not the test set {key} was scored on")
-    failed = labelled(ase.io.read(test_file, ":"), Oracle(**SYSTEMS[args.system]["oracle"]),
-                      folder / "test.xyz")
-    if failed:
-        raise SystemExit(f"the oracle failed on {failed} test frames")
+    made = labelled(ase.io.read(test_file, ":"), Oracle(**SYSTEMS[args.system]["oracle"]),
+                    folder / "test.xyz")
+    if made["failed"]:
+        raise SystemExit(f"the oracle failed on {made['failed']} test frames")
     seeds = [run["seed"] for run in entry["per_seed"]]
     sizes = sorted(set(args.sizes))
     context = multiprocessing.get_context("spawn")
@@ -194,14 +205,17 @@ def main() -> None:
                                     [folder] * len(seeds)))
     for ref, run in zip(references, entry["per_seed"]):
         ref.update(compare(ref, run))
-    ratios = [ref["ratio"] for ref in references if ref["ratio"] is not None]
+    summary = {}
+    for strategy in ("trust_band", "random"):
+        ratios = [ref[strategy]["ratio"] for ref in references]
+        known = [r for r in ratios if r is not None]
+        summary[strategy] = {"ratios": ratios,
+                             "ratio_median": float(np.median(known)) if known else None}
     plot(entry, references, ROOT / "results" / f"active_learning_reference_{args.system}.png",
          f"{args.system}{args.tag}")
     save_entry(RESULTS, key, {
         "against": key, "sizes": sizes, "threads": 1, "date": time.strftime("%Y-%m-%d"),
-        "ratios": [ref["ratio"] for ref in references],
-        "ratio_median": float(np.median(ratios)) if ratios else None,
-        "per_seed": references})
+        **summary, "per_seed": references})
 
 
 if __name__ == "__main__":
