@@ -158,7 +158,7 @@ def plot(entry: dict, references: list[dict], path: Path, title: str) -> None:
                 lw=0.8)
     calls, rmse = median_curve([ref["curve"] for ref in references])
     ax.plot(calls, rmse, color="C2", marker="s", lw=2, ls="--",
-            label="random from oracle MD (reference)")
+            label="reference: oracle-MD frames, trained from scratch")
     ax.set_title(f"{title}, medians of {len(references)} seeds", fontsize=10)
     ax.set_xlabel("oracle calls (training data)")
     ax.set_ylabel("test force RMSE (meV/Å)")
