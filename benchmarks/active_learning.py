@@ -232,6 +232,13 @@ def plot_seeds(per_seed: list[dict], path: Path) -> None:
         calls, rmse = median_curve(curves)
         name = f"{label}, median of {len(curves)} seeds" if len(curves) > 1 else label
         ax.plot(calls, rmse, color=color, marker="o", lw=2, label=name)
+    save_curves(fig, ax, path)
+
+
+def save_curves(fig, ax, path: Path) -> None:
+    """Axes of a learning-curve plot (log error against oracle calls), saved."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("oracle calls (training data)")
     ax.set_ylabel("test force RMSE (meV/Å)")
     ax.set_yscale("log")

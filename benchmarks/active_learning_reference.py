@@ -45,6 +45,7 @@ from active_learning import (
     calls_to_reach,
     median_curve,
     oracle_md,
+    save_curves,
     save_entry,
     starts,
     test_set,
@@ -160,14 +161,7 @@ def plot(entry: dict, references: list[dict], path: Path, title: str) -> None:
     ax.plot(calls, rmse, color="C2", marker="s", lw=2, ls="--",
             label="reference: oracle-MD frames, trained from scratch")
     ax.set_title(f"{title}, medians of {len(references)} seeds", fontsize=10)
-    ax.set_xlabel("oracle calls (training data)")
-    ax.set_ylabel("test force RMSE (meV/Å)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_curves(fig, ax, path)
 
 
 def main() -> None:
