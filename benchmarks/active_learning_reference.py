@@ -15,7 +15,8 @@ drawn from the distribution the test set comes from.
 
 For every seed of the recorded entry SYSTEM+TAG it records the curve and,
 for each strategy, the calls this reference needs to reach the strategy's
-final error and the strategy's calls over those (with their medians) in
+final error and the strategy's calls over those (with their median over
+the seeds where the reference reaches that error) in
 benchmarks/results/active_learning_reference.json, and draws the median
 curves of all three in benchmarks/results/active_learning_reference_SYSTEM.png.
 A run cut short goes on where it stopped when the command is given again.
@@ -203,7 +204,7 @@ def main() -> None:
     for strategy in ("trust_band", "random"):
         ratios = [ref[strategy]["ratio"] for ref in references]
         known = [r for r in ratios if r is not None]
-        summary[strategy] = {"ratios": ratios,
+        summary[strategy] = {"ratios": ratios, "seeds_reached": len(known),  # of the error
                              "ratio_median": float(np.median(known)) if known else None}
     plot(entry, references, ROOT / "results" / f"active_learning_reference_{args.system}.png",
          f"{args.system}{args.tag}")
