@@ -52,10 +52,11 @@ from active_learning import (
     test_set,
     training,
 )
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlipkit.active.config import LearnConfig
+from mlipkit.active.executors import label_pending, make_executor
 from mlipkit.active.oracles import Oracle
+from mlipkit.active.store import LabelStore
 from mlipkit.training.config import RunConfig
 from mlipkit.training.run import train
 
@@ -64,26 +65,21 @@ VALID_FRACTION = {f.name: f.default for f in dataclasses.fields(LearnConfig)}["v
 
 
 def labelled(frames, oracle: Oracle, path: Path, seconds: float = 0.0) -> dict:
-    """Label ``frames`` with the oracle into extxyz at ``path`` (once; kept
-    there); returns the number of frames the oracle failed on (left out) and
-    the seconds spent, ``seconds`` (making the frames) included."""
+    """The ``frames`` the oracle labels, written to extxyz at ``path`` once
+    (kept there). The labels go through a label store beside it, so a run
+    cut short labels only the rest and a failing frame is retried and then
+    left out. Returns the number of frames left out and the seconds spent,
+    ``seconds`` (making the frames) included."""
+    info_file = path.with_suffix(".json")
     if path.exists():
-        return json.loads(path.with_suffix(".json").read_text())
+        return json.loads(info_file.read_text())
     start = time.perf_counter()
-    good, failed = [], 0
-    for atoms in frames:
-        label = oracle.label(atoms)
-        if not label.ok:
-            failed += 1
-            continue
-        atoms = atoms.copy()
-        atoms.calc = SinglePointCalculator(atoms, energy=label.energy, forces=label.forces,
-                                           **({} if label.stress is None
-                                              else {"stress": label.stress}))
-        good.append(atoms)
-    ase.io.write(path.with_suffix(".part.xyz"), good)
-    info = {"failed": failed, "seconds": seconds + time.perf_counter() - start}
-    path.with_suffix(".json").write_text(json.dumps(info))
+    store = LabelStore(path.with_suffix(".db"))
+    store.add(frames, origin="reference")
+    label_pending(store, oracle, make_executor("inprocess"))
+    store.export_extxyz(path.with_suffix(".part.xyz"))
+    info = {"failed": store.counts()["failed"], "seconds": seconds + time.perf_counter() - start}
+    info_file.write_text(json.dumps(info))
     path.with_suffix(".part.xyz").rename(path)  # whole or not at all
     return info
 
