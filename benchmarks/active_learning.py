@@ -151,7 +151,8 @@ def run_seed(system: str, args, seed: int) -> dict:
             "explore": {"temperatures": spec["temperatures"], "steps": args.steps,
                         "timestep": spec["timestep"], "sample_every": 10},
             "select": {"strategy": strategy, "per_round": args.per_round, "lo": args.lo,
-                       "hi": args.hi, "rank_by": args.rank_by, "by_start": args.by_start,
+                       "hi": args.hi, "rank_by": args.rank_by, "density": args.density,
+                       "by_start": args.by_start,
                        "by_temperature": args.by_temperature},
             "stop": {"max_rounds": rounds, "uncertain_fraction": 0.0},
             "random_seed": seed,
@@ -309,7 +310,7 @@ def seed_summary(per_seed: list[dict]) -> dict:
 
 # settings that entries recorded before the option existed ran with
 SETTING_DEFAULTS = {"max_failed_fraction": 0.05, "rank_by": "max", "by_start": False,
-                    "by_temperature": False}
+                    "by_temperature": False, "density": 0.0}
 # settings that do not change a replicate's result
 NOT_COMPARED = ("seeds", "jobs", "random_from", "summarise", "merge")
 
@@ -391,6 +392,9 @@ def main() -> None:
     parser.add_argument("--hi", type=float, default=1.0)
     parser.add_argument("--rank-by", choices=("max", "rms"), default="max",
                         help="order the band by the max or the rms force deviation")
+    parser.add_argument("--density", type=float, default=0.0,
+                        help="active learning: weigh the ranking by each frame's kernel "
+                             "density among the explored frames to this power (0: off)")
     parser.add_argument("--by-start", action="store_true",
                         help="active learning: each start's band frames are ranked apart "
                              "and the starts take turns in a round's picks")

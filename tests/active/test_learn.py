@@ -31,6 +31,7 @@ from mlipkit.active.oracles import structure_hash
 from mlipkit.active.store import LabelStore
 from mlipkit.cli import main
 from mlipkit.data import from_atoms
+from mlipkit.data.convert import to_atoms
 from mlipkit.errors import InvalidConfig, OracleFailures
 from mlipkit.models.ensemble import EnsemblePotential
 from mlipkit.training.metrics import predict
@@ -383,7 +384,7 @@ def _select(result: Exploration, skip=frozenset(), **select) -> list[int]:
     """Learner.select on a stand-in learner, of which it reads only the
     selection settings: two picks, band 0.05–1 eV/Å, no diversity."""
     options = {"per_round": 2, "lo": 0.05, "hi": 1.0, "diversity": False, "rank_by": "max",
-               "by_start": False, "by_temperature": False, **select}
+               "density": 0.0, "by_start": False, "by_temperature": False, **select}
     learner = SimpleNamespace(config=SimpleNamespace(select=SimpleNamespace(**options)))
     learner.round_size = lambda calls_left: Learner.round_size(learner, calls_left)
     return Learner.select(learner, result, None, np.random.default_rng(0), None, skip)
@@ -421,6 +422,29 @@ def test_the_band_is_on_the_max_deviation_and_ranked_by_the_chosen_measure():
     picks = {rank_by: _select(result, strategy="trust_band", rank_by=rank_by)
              for rank_by in ("max", "rms")}
     assert picks == {"max": [1, 2], "rms": [0, 2]}
+
+
+def test_density_puts_frames_typical_of_the_exploration_first(monkeypatch):
+    frames = rattled(bulk("Cu", "fcc", a=3.61, cubic=True), 5, 0.05)
+    # frame 0, the most uncertain, lies alone in descriptor space; 1-3 and frame 4
+    # (below the band, but explored) lie together
+    rows = {0: [5.0], 1: [0.0], 2: [0.1], 3: [0.2], 4: [0.05]}
+    result = Exploration(frames=frames, deviation=[0.5, 0.45, 0.44, 0.43, 0.01],
+                         spread=[0.1] * 5, temperature=[300.0] * 5)
+    seen = []
+
+    def features(model, batches):
+        keys = [structure_hash(result.frames[k]) for k in range(5)]
+        index = [keys.index(structure_hash(to_atoms(b)[0])) for b in batches]
+        seen.append(index)
+        return np.array([rows[k] for k in index])
+
+    monkeypatch.setattr("mlipkit.active.loop._structure_features", features)
+    assert _select(result, strategy="trust_band") == [0, 1]
+    assert seen == []  # no descriptors without diversity or density
+    # frame 2 sits in the middle of the group, which outweighs its lower deviation
+    assert _select(result, strategy="trust_band", density=1.0) == [2, 1]
+    assert seen == [[0, 1, 2, 3, 4]]  # the density is among all samples, the band's and not
 
 
 def test_by_start_the_starts_take_turns_most_uncertain_first():

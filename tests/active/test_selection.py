@@ -13,6 +13,7 @@ from mlipkit.active.selection import (
     adversarial,
     d_optimal,
     farthest_point,
+    kernel_density,
     max_uncertainty,
     trust_band,
     weighted_farthest_point,
@@ -40,6 +41,23 @@ def test_max_uncertainty_and_trust_band():
     assert trust_band(scores, 0.2, 1.0, 2, features=features, ranking=ranking).tolist() == [2, 4]
     with pytest.raises(ValueError):
         trust_band(scores, 1.0, 0.5, 2)
+
+
+def test_kernel_density_by_hand():
+    # bandwidth 1: five rows at 0 and one at 10 (exp(-50) is below double precision's
+    # resolution next to 1): the cluster's rows have 5/6, the lone row 1/6
+    x = np.array([[0.0], [0.0], [0.0], [0.0], [0.0], [10.0]])
+    assert np.allclose(kernel_density(x, bandwidth=1.0), [1, 1, 1, 1, 1, 0.2])
+    # default bandwidth: the median of the distances 1, 3, 2 is 2, so each pair
+    # at distance d adds exp(-d^2 / 8)
+    d1, d2, d3 = np.exp(-1 / 8), np.exp(-4 / 8), np.exp(-9 / 8)
+    raw = np.array([1 + d1 + d3, 1 + d1 + d2, 1 + d3 + d2])
+    assert np.allclose(kernel_density(np.array([[0.0], [1.0], [3.0]])), raw / raw.max())
+    assert np.allclose(kernel_density(np.array([[3.0], [0.0], [1.0]])),
+                       raw[[2, 0, 1]] / raw.max())  # the order of the rows does not matter
+    assert kernel_density(np.zeros((0, 2))).shape == (0,)
+    with pytest.raises(ValueError):
+        kernel_density(x, bandwidth=0.0)
 
 
 def test_weighted_farthest_point_keeps_away_from_the_training_set():

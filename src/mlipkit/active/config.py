@@ -76,6 +76,7 @@ class SelectConfig:
     per_round: int = 16  # structures labelled per round, at most
     rank_by: str = "max"  # order the band by the max or the rms (over atoms) force deviation
     diversity: bool = True  # weigh deviation by distance to earlier picks and training data
+    density: float = 0.0  # weigh it by (the frame's density among the explored ones)**density
     by_start: bool = False  # share the band's picks among the starts, in turn
     by_temperature: bool = False  # ... among the temperatures (with by_start: trajectories)
 
@@ -153,6 +154,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("select.lo", lambda v: v >= 0, "must be >= 0"),
     ("select.per_round", lambda v: v >= 1, "must be >= 1"),
     ("select.rank_by", lambda v: v in RANKINGS, f"must be one of {RANKINGS}"),
+    ("select.density", lambda v: v >= 0, "must be >= 0 (0: off)"),
     ("stop.max_rounds", lambda v: v >= 1, "must be >= 1"),
     ("stop.uncertain_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     ("stop.max_oracle_calls", lambda v: v >= 1, "must be >= 1 or null"),

@@ -40,7 +40,7 @@ from mlipkit.active.explore import Exploration, explore
 from mlipkit.active.lock import run_lock
 from mlipkit.active.oracles import Oracle, structure_hash
 from mlipkit.active.report import write_report
-from mlipkit.active.selection import trust_band
+from mlipkit.active.selection import kernel_density, trust_band
 from mlipkit.active.store import TRAINING_ORIGINS, LabelStore
 from mlipkit.data.batch import Batch
 from mlipkit.data.convert import from_atoms
@@ -262,8 +262,11 @@ class Learner:
         are ranked apart and the starts take turns, the most uncertain
         first, so that no start's structures take a whole round;
         ``by_temperature`` does the same for the temperatures, and both
-        together for each trajectory (start and temperature). Frames in
-        ``skip`` are left out."""
+        together for each trajectory (start and temperature). With
+        ``density`` > 0 the ranking is multiplied by each frame's kernel
+        density among the explored samples (in the diversity descriptor)
+        to that power: frames typical of the exploration before rare ones.
+        Frames in ``skip`` are left out."""
         s = self.config.select
         count = self.round_size(calls_left)
         if s.strategy == "random":
@@ -275,13 +278,20 @@ class Learner:
         band = samples[(np.asarray(result.deviation)[samples] >= s.lo)
                        & (np.asarray(result.deviation)[samples] <= s.hi)]
         if len(chosen) < count and len(band):
+            ranking = np.array(result.spread if s.rank_by == "rms" else result.deviation,
+                               dtype=float)
             features = labelled = None
-            if s.diversity:  # away from each other and from the training set
-                candidates = [from_atoms(result.frames[k]) for k in band]
-                rows = _structure_features(model, candidates +
-                                           self.store.labelled(TRAINING_ORIGINS))
-                features, labelled = rows[:len(band)], rows[len(band):]
-            ranking = np.asarray(result.spread if s.rank_by == "rms" else result.deviation)
+            if s.diversity or s.density:
+                pool = samples if s.density else band  # the density is among all samples
+                training = self.store.labelled(TRAINING_ORIGINS) if s.diversity else []
+                rows = _structure_features(model, [from_atoms(result.frames[k]) for k in pool]
+                                           + training)
+                rows, labelled = rows[:len(pool)], rows[len(pool):]
+                if s.density:  # frames typical of the exploration before rare ones
+                    ranking[pool] *= kernel_density(rows) ** s.density
+                    rows = rows[np.searchsorted(pool, band)]
+                if s.diversity:  # away from each other and from the training set
+                    features = rows
             deviation, left = np.asarray(result.deviation), count - len(chosen)
             groups = [np.arange(len(band))]
             if s.by_start or s.by_temperature:  # each group's band, the most uncertain first

@@ -11,6 +11,8 @@ Every strategy returns indices into the candidate list, best first:
   candidates' feature rows (e.g. linear-model design rows), which picks the
   structures that shrink the posterior volume most;
 - :func:`farthest_point`: farthest-point sampling in a descriptor space;
+- :func:`kernel_density`: how typical each candidate is among all of them
+  (to weigh uncertainty by representativeness);
 - :func:`adversarial`: moves atoms to raise the committee's force
   disagreement while a Boltzmann factor keeps the energy plausible.
 """
@@ -102,6 +104,24 @@ def farthest_point(features: np.ndarray, count: int, start: int | None = None) -
         picks.append(nxt)
         distance = np.minimum(distance, np.linalg.norm(x - x[nxt], axis=1))
     return np.array(picks)
+
+
+def kernel_density(features: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
+    """Gaussian kernel density of each row among all rows (itself
+    included), scaled so that the densest row has 1. The default
+    ``bandwidth`` is the median distance between distinct rows."""
+    if len(features) == 0:
+        return np.zeros(0)
+    x = np.asarray(features, dtype=float).reshape(len(features), -1)
+    squared = np.square(x[:, None] - x[None]).sum(-1)
+    if bandwidth is None:
+        distances = np.sqrt(squared[np.triu_indices(len(x), 1)])
+        distances = distances[distances > 0]
+        bandwidth = float(np.median(distances)) if len(distances) else 1.0
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
+    density = np.exp(-squared / (2 * bandwidth**2)).mean(1)
+    return density / density.max()
 
 
 def d_optimal(rows: list[np.ndarray], count: int, prior: float = 1e-6,
