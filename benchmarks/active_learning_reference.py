@@ -18,7 +18,7 @@ for each strategy, the calls this reference needs to reach the strategy's
 final error and the strategy's calls over those (with their median over
 the seeds where the reference reaches that error) in
 benchmarks/results/active_learning_reference.json, and draws the median
-curves of all three in benchmarks/results/active_learning_reference_SYSTEM.png.
+curves of all three in benchmarks/results/active_learning_reference_SYSTEM+TAG.png.
 A run cut short goes on where it stopped when the command is given again.
 
     python benchmarks/active_learning_reference.py --system ethanol
@@ -202,7 +202,7 @@ def main() -> None:
         known = [r for r in ratios if r is not None]
         summary[strategy] = {"ratios": ratios, "seeds_reached": len(known),  # of the error
                              "ratio_median": float(np.median(known)) if known else None}
-    plot(entry, references, ROOT / "results" / f"active_learning_reference_{args.system}.png",
+    plot(entry, references, ROOT / "results" / f"active_learning_reference_{key}.png",
          f"{args.system}{args.tag}")
     save_entry(RESULTS, key, {
         "against": key, "sizes": sizes, "threads": 1, "date": time.strftime("%Y-%m-%d"),
