@@ -44,8 +44,8 @@ def test_max_uncertainty_and_trust_band():
 
 
 def test_kernel_density_by_hand():
-    # bandwidth 1: five rows at 0 and one at 10 (exp(-50) is below double precision's
-    # resolution next to 1): the cluster's rows have 5/6, the lone row 1/6
+    # bandwidth 1: five rows at 0 and one at 10 (exp(-50) ~ 2e-22 adds nothing):
+    # the cluster's rows have 5/6, the lone row 1/6
     x = np.array([[0.0], [0.0], [0.0], [0.0], [0.0], [10.0]])
     assert np.allclose(kernel_density(x, bandwidth=1.0), [1, 1, 1, 1, 1, 0.2])
     # default bandwidth: the median of the distances 1, 3, 2 is 2, so each pair

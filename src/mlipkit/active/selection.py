@@ -113,7 +113,8 @@ def kernel_density(features: np.ndarray, bandwidth: float | None = None) -> np.n
     if len(features) == 0:
         return np.zeros(0)
     x = np.asarray(features, dtype=float).reshape(len(features), -1)
-    squared = np.square(x[:, None] - x[None]).sum(-1)
+    norms = np.square(x).sum(1)  # |a - b|² without an [N, N, D] array
+    squared = np.maximum(norms[:, None] + norms[None] - 2 * x @ x.T, 0.0)
     if bandwidth is None:
         distances = np.sqrt(squared[np.triu_indices(len(x), 1)])
         distances = distances[distances > 0]
