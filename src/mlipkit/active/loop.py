@@ -286,12 +286,12 @@ class Learner:
                 training = self.store.labelled(TRAINING_ORIGINS) if s.diversity else []
                 rows = _structure_features(model, [from_atoms(result.frames[k]) for k in pool]
                                            + training)
-                rows, labelled = rows[:len(pool)], rows[len(pool):]
+                candidates = rows[:len(pool)]
                 if s.density:  # frames typical of the exploration before rare ones
-                    ranking[pool] *= kernel_density(rows) ** s.density
-                    rows = rows[np.searchsorted(pool, band)]
+                    ranking[pool] *= kernel_density(candidates) ** s.density
+                    candidates = candidates[np.searchsorted(pool, band)]
                 if s.diversity:  # away from each other and from the training set
-                    features = rows
+                    features, labelled = candidates, rows[len(pool):]
             deviation, left = np.asarray(result.deviation), count - len(chosen)
             groups = [np.arange(len(band))]
             if s.by_start or s.by_temperature:  # each group's band, the most uncertain first
